@@ -1,0 +1,339 @@
+//! The MQTT bus: one task owns the broker connection; everyone else holds a cheap
+//! [`BusHandle`]. Publishing never blocks a device or the safety path.
+
+mod link;
+pub mod session;
+mod task;
+
+use crate::config::Settings;
+use bytes::Bytes;
+pub use rumqttc::QoS;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+
+#[derive(Debug, Error)]
+pub enum BusError {
+    #[error("the bus has stopped")]
+    Closed,
+    #[error("the bus queue is full; message dropped")]
+    Full,
+    #[error("{0}")]
+    Config(String),
+}
+
+/// `mqtt://host:port`, `mqtts://host:port` (also `tcp://`, `ssl://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl BrokerUrl {
+    pub fn parse(text: &str) -> Result<BrokerUrl, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" | "tls" => true,
+            s => {
+                return Err(format!(
+                    "`{text}`: scheme `{s}` is not mqtt://, mqtts://, tcp:// or ssl://"
+                ))
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("`{text}` has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if url.path() != "" && url.path() != "/" {
+            return Err(format!("`{text}`: a broker URL has no path"));
+        }
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        Ok(BrokerUrl { host, port, tls })
+    }
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One message to publish. Topics are shared, so a stream allocates its topic once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The spool record holding this message, when it came from the disk spool.
+    pub spool_id: Option<u64>,
+}
+
+impl Outgoing {
+    pub fn new(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Self {
+        Outgoing {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+            spool_id: None,
+        }
+    }
+}
+
+/// A message received on a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+pub fn qos_from_u8(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+pub fn qos_to_u8(q: QoS) -> u8 {
+    q as u8
+}
+
+/// Certificates for `mqtts://`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct BusConfig {
+    pub url: BrokerUrl,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: TlsFiles,
+    /// Largest packet accepted from the broker.
+    pub max_incoming: usize,
+    /// The Last Will, published by the broker if we vanish.
+    pub will: Option<Outgoing>,
+    /// Published first on every connection (status, catalog).
+    pub birth: Vec<Outgoing>,
+    /// Subscribed again on every CONNACK.
+    pub subscriptions: Vec<(String, QoS)>,
+    /// Memory budget for QoS 1/2 messages waiting for the broker.
+    pub backlog_bytes: u64,
+    pub drop_oldest: bool,
+    pub max_inflight: usize,
+    /// Capacity of the incoming message queue; beyond it messages are dropped and counted.
+    pub incoming_capacity: usize,
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("url", &self.url.to_string())
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl BusConfig {
+    /// Broker, credentials and TLS from the daemon settings, shared by daemon and tools.
+    pub fn from_settings(settings: &Settings, client_id: String) -> Result<BusConfig, BusError> {
+        let m = &settings.mqtt;
+        let url = BrokerUrl::parse(&m.url).map_err(BusError::Config)?;
+        let password = settings
+            .password()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        Ok(BusConfig {
+            url,
+            client_id,
+            keep_alive: Duration::from_secs(m.keep_alive_s.max(1) as u64),
+            username: (!m.username.is_empty()).then(|| m.username.clone()),
+            password,
+            tls: TlsFiles {
+                ca_file: path(&m.ca_file),
+                cert_file: path(&m.cert_file),
+                key_file: path(&m.key_file),
+            },
+            max_incoming: m.max_payload_bytes + 1024,
+            will: None,
+            birth: Vec::new(),
+            subscriptions: Vec::new(),
+            backlog_bytes: settings.spool.max_bytes,
+            drop_oldest: settings.spool.on_full == crate::config::settings::OnFull::DropOldest,
+            max_inflight: 100,
+            incoming_capacity: 1024,
+        })
+    }
+}
+
+/// Counters that feed `diagnostics.mqtt`.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    pub connected: AtomicBool,
+    pub reconnects: AtomicU64,
+    /// Messages that waited in the backlog because the broker was unreachable or slow.
+    pub spooled: AtomicU64,
+    /// Messages dropped: backlog full, QoS 0 while disconnected, or a full queue.
+    pub dropped: AtomicU64,
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub received: AtomicU64,
+}
+
+impl BusStats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether the broker connection is up, as a watchable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Down,
+    Up,
+}
+
+pub(crate) enum Command {
+    Publish(Outgoing),
+    SetBirth(Vec<Outgoing>),
+    Subscribe(String, QoS),
+    /// Publish the final messages, wait for every ack up to the deadline, disconnect cleanly.
+    Shutdown {
+        last: Vec<Outgoing>,
+        grace: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The cheap, cloneable way into the bus.
+#[derive(Clone)]
+pub struct BusHandle {
+    tx: mpsc::Sender<Command>,
+    link: watch::Receiver<LinkState>,
+    stats: Arc<BusStats>,
+}
+
+impl BusHandle {
+    /// Queues a message without waiting. A full queue drops it and counts the drop.
+    pub fn publish(&self, msg: Outgoing) -> Result<(), BusError> {
+        self.tx.try_send(Command::Publish(msg)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                BusError::Full
+            }
+            mpsc::error::TrySendError::Closed(_) => BusError::Closed,
+        })
+    }
+
+    /// Replaces the messages published on every (re)connection.
+    pub async fn set_birth(&self, birth: Vec<Outgoing>) -> Result<(), BusError> {
+        self.tx
+            .send(Command::SetBirth(birth))
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+
+    pub async fn subscribe(&self, filter: impl Into<String>, qos: QoS) -> Result<(), BusError> {
+        self.tx
+            .send(Command::Subscribe(filter.into(), qos))
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+
+    pub fn link(&self) -> watch::Receiver<LinkState> {
+        self.link.clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.link.borrow() == LinkState::Up
+    }
+
+    pub fn stats(&self) -> &Arc<BusStats> {
+        &self.stats
+    }
+
+    /// Waits until the broker connection is up, or the timeout passes.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut link = self.link.clone();
+        tokio::time::timeout(timeout, link.wait_for(|s| *s == LinkState::Up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Publishes `last` (e.g. the offline status), flushes what is in flight within
+    /// `grace`, and disconnects cleanly so the broker does not send the Will.
+    pub async fn shutdown(&self, last: Vec<Outgoing>, grace: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::Shutdown { last, grace, done })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(grace + Duration::from_secs(1), wait).await;
+        }
+    }
+}
+
+/// Starts the bus task. Returns the handle and the queue of subscribed messages.
+pub fn start(config: BusConfig) -> (BusHandle, mpsc::Receiver<Incoming>) {
+    let (tx, rx) = mpsc::channel(8192);
+    let (in_tx, in_rx) = mpsc::channel(config.incoming_capacity.max(1));
+    let (link_tx, link_rx) = watch::channel(LinkState::Down);
+    let stats = Arc::new(BusStats::default());
+    tokio::spawn(task::run(config, rx, in_tx, link_tx, stats.clone()));
+    (
+        BusHandle {
+            tx,
+            link: link_rx,
+            stats,
+        },
+        in_rx,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_with_default_ports() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://localhost").unwrap(),
+            BrokerUrl {
+                host: "localhost".into(),
+                port: 1883,
+                tls: false
+            }
+        );
+        let u = BrokerUrl::parse("mqtts://broker.example:9999").unwrap();
+        assert!(u.tls && u.port == 9999);
+        assert_eq!(BrokerUrl::parse("ssl://[::1]").unwrap().host, "::1");
+        assert!(BrokerUrl::parse("http://x").unwrap_err().contains("scheme"));
+        assert!(BrokerUrl::parse("nonsense").is_err());
+    }
+}

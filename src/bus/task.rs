@@ -1,0 +1,450 @@
+//! The one task that owns the broker connection. It reads, writes and keeps alive the
+//! socket in a single `select!`, never blocking on anyone: publishes wait in a bounded
+//! backlog while the broker is away, and every ready publish is written before one flush.
+
+use super::link::{self, Link};
+use super::session::Session;
+use super::{BusConfig, BusStats, Command, Incoming, LinkState, Outgoing};
+use crate::backoff::Backoff;
+use bytes::{Buf, BytesMut};
+use rumqttc::{Packet, QoS};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Above this much unwritten data, stop taking new work until the socket drains.
+const WBUF_HIGH: usize = 256 * 1024;
+/// Commands taken from the queue per wake-up, so many publishes share one write.
+const DRAIN_BATCH: usize = 512;
+
+/// QoS 1/2 messages waiting for the broker, bounded in bytes.
+struct Backlog {
+    queue: VecDeque<Outgoing>,
+    bytes: u64,
+    cap: u64,
+    drop_oldest: bool,
+}
+
+impl Backlog {
+    fn size(m: &Outgoing) -> u64 {
+        (m.payload.len() + m.topic.len() + 16) as u64
+    }
+
+    /// Adds a message; returns how many messages the cap made us drop.
+    fn push(&mut self, m: Outgoing) -> u64 {
+        let size = Self::size(&m);
+        let mut dropped = 0;
+        if self.bytes + size > self.cap {
+            if !self.drop_oldest || size > self.cap {
+                return 1;
+            }
+            while self.bytes + size > self.cap {
+                match self.queue.pop_front() {
+                    Some(old) => {
+                        self.bytes -= Self::size(&old);
+                        dropped += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.bytes += size;
+        self.queue.push_back(m);
+        dropped
+    }
+
+    /// Puts messages back at the front, keeping their order, beyond the cap if need be:
+    /// they were accepted once and are not dropped for being unlucky.
+    fn requeue_front(&mut self, msgs: Vec<Outgoing>) {
+        for m in msgs.into_iter().rev() {
+            self.bytes += Self::size(&m);
+            self.queue.push_front(m);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Outgoing> {
+        let m = self.queue.pop_front()?;
+        self.bytes -= Self::size(&m);
+        Some(m)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+struct Ctx {
+    cfg: BusConfig,
+    rx: mpsc::Receiver<Command>,
+    incoming: mpsc::Sender<Incoming>,
+    link: watch::Sender<LinkState>,
+    stats: Arc<BusStats>,
+    backlog: Backlog,
+}
+
+enum Ended {
+    Lost(String),
+    Shutdown,
+    HandlesGone,
+}
+
+struct ShutdownReq {
+    done: oneshot::Sender<()>,
+}
+
+pub(super) async fn run(
+    cfg: BusConfig,
+    rx: mpsc::Receiver<Command>,
+    incoming: mpsc::Sender<Incoming>,
+    link: watch::Sender<LinkState>,
+    stats: Arc<BusStats>,
+) {
+    let backlog = Backlog {
+        queue: VecDeque::new(),
+        bytes: 0,
+        cap: cfg.backlog_bytes,
+        drop_oldest: cfg.drop_oldest,
+    };
+    let mut ctx = Ctx {
+        cfg,
+        rx,
+        incoming,
+        link,
+        stats,
+        backlog,
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut ever_connected = false;
+    let url = ctx.cfg.url.to_string();
+    loop {
+        let opened = {
+            // A copy, so SetBirth/Subscribe can land while we connect.
+            let cfg = ctx.cfg.clone();
+            let open = link::open(&cfg, CONNECT_TIMEOUT);
+            tokio::pin!(open);
+            loop {
+                tokio::select! {
+                    r = &mut open => break r,
+                    cmd = ctx.rx.recv() => match cmd {
+                        None => return,
+                        Some(c) => if let Some(s) = ctx.offline(c) {
+                            let _ = s.done.send(());
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        match opened {
+            Err(e) => {
+                // Logged once per transition; the retries after that are quiet.
+                if backoff.attempts() == 0 {
+                    if e.is_refusal() {
+                        tracing::error!(broker = %url, "broker connection failed: {e}");
+                    } else {
+                        tracing::warn!(broker = %url, "broker unreachable: {e}; retrying with backoff");
+                    }
+                } else {
+                    tracing::debug!(broker = %url, attempt = backoff.attempts(), "broker still unreachable: {e}");
+                }
+                let wake = Instant::now() + backoff.next_delay();
+                loop {
+                    tokio::select! {
+                        _ = sleep_until(wake) => break,
+                        cmd = ctx.rx.recv() => match cmd {
+                            None => return,
+                            Some(c) => if let Some(s) = ctx.offline(c) {
+                                let _ = s.done.send(());
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(link) => {
+                backoff.reset();
+                if ever_connected {
+                    ctx.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                ever_connected = true;
+                tracing::info!(broker = %url, client_id = %ctx.cfg.client_id, "connected to broker");
+                ctx.stats.connected.store(true, Ordering::Relaxed);
+                let _ = ctx.link.send(LinkState::Up);
+                let ended = ctx.connected(link).await;
+                ctx.stats.connected.store(false, Ordering::Relaxed);
+                let _ = ctx.link.send(LinkState::Down);
+                match ended {
+                    Ended::Lost(reason) => {
+                        tracing::warn!(broker = %url, "broker connection lost: {reason}");
+                    }
+                    Ended::Shutdown | Ended::HandlesGone => return,
+                }
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Handles a command while there is no connection. Returns a shutdown request.
+    fn offline(&mut self, cmd: Command) -> Option<ShutdownReq> {
+        match cmd {
+            Command::Publish(m) => self.enqueue(m, true),
+            Command::SetBirth(b) => self.cfg.birth = b,
+            Command::Subscribe(f, q) => self.cfg.subscriptions.push((f, q)),
+            Command::Shutdown { done, .. } => return Some(ShutdownReq { done }),
+        }
+        None
+    }
+
+    fn enqueue(&mut self, m: Outgoing, offline: bool) {
+        if m.qos == QoS::AtMostOnce {
+            // QoS 0 is fire and forget: with no broker there is nowhere to fire it.
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if offline {
+            self.stats.spooled.fetch_add(1, Ordering::Relaxed);
+        }
+        let dropped = self.backlog.push(m);
+        if dropped > 0 {
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    fn write_packet(wbuf: &mut BytesMut, p: Packet) {
+        // Encoding only fails for packets over the MQTT size limit (256 MB), which a
+        // bounded payload cannot reach.
+        if let Err(e) = p.write(wbuf, usize::MAX) {
+            tracing::error!("cannot encode an MQTT packet: {e}");
+        }
+    }
+
+    async fn connected(&mut self, link: Link) -> Ended {
+        let Link { stream, mut rbuf } = link;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut wbuf = BytesMut::with_capacity(64 * 1024);
+        let mut session = Session::new(self.cfg.max_inflight);
+        let ka = self.cfg.keep_alive;
+        let mut next_ping = Instant::now() + ka;
+        let mut pong_deadline: Option<Instant> = None;
+        let mut shutting: Option<(Instant, ShutdownReq)> = None;
+
+        if let Some(sub) = session.subscribe(&self.cfg.subscriptions) {
+            Self::write_packet(&mut wbuf, Packet::Subscribe(sub));
+        }
+        for b in self.cfg.birth.clone() {
+            Self::write_packet(&mut wbuf, Packet::Publish(session.publish(b)));
+        }
+
+        let ended = loop {
+            while session.can_send() && wbuf.len() < WBUF_HIGH {
+                match self.backlog.pop() {
+                    Some(m) => {
+                        self.stats.published.fetch_add(1, Ordering::Relaxed);
+                        Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
+                    }
+                    None => break,
+                }
+            }
+            if let Some((deadline, _)) = &shutting {
+                let drained = session.inflight() == 0 && self.backlog.is_empty();
+                if drained || Instant::now() >= *deadline {
+                    if !drained {
+                        tracing::warn!(
+                            unacked = session.inflight(),
+                            queued = self.backlog.queue.len(),
+                            "shutdown grace period over with messages not acknowledged"
+                        );
+                    }
+                    Self::write_packet(&mut wbuf, Packet::Disconnect);
+                    let flush = async {
+                        wr.write_all(&wbuf).await?;
+                        wr.flush().await?;
+                        wr.shutdown().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                    let (_, req) = shutting.take().unwrap();
+                    let _ = req.done.send(());
+                    break Ended::Shutdown;
+                }
+            }
+            let mut timer = next_ping;
+            if let Some(d) = pong_deadline {
+                timer = timer.min(d);
+            }
+            if let Some((d, _)) = &shutting {
+                timer = timer.min(*d);
+            }
+            let take_commands = shutting.is_none() && wbuf.len() < WBUF_HIGH;
+            tokio::select! {
+                biased;
+                r = rd.read_buf(&mut rbuf) => match r {
+                    Ok(0) => break Ended::Lost("the broker closed the connection".into()),
+                    Err(e) => break Ended::Lost(format!("read: {e}")),
+                    Ok(_) => {
+                        if let Err(reason) = self.on_bytes(&mut rbuf, &mut session, &mut wbuf, &mut pong_deadline) {
+                            break Ended::Lost(reason);
+                        }
+                    }
+                },
+                r = wr.write(&wbuf), if !wbuf.is_empty() => match r {
+                    Ok(0) => break Ended::Lost("write: connection closed".into()),
+                    Ok(n) => wbuf.advance(n),
+                    Err(e) => break Ended::Lost(format!("write: {e}")),
+                },
+                cmd = self.rx.recv(), if take_commands => {
+                    let Some(cmd) = cmd else { break Ended::HandlesGone };
+                    let mut next = Some(cmd);
+                    let mut n = 0;
+                    while let Some(cmd) = next.take() {
+                        match cmd {
+                            Command::Publish(m) if m.qos == QoS::AtMostOnce => {
+                                self.stats.published.fetch_add(1, Ordering::Relaxed);
+                                Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
+                            }
+                            Command::Publish(m) => self.enqueue(m, false),
+                            Command::SetBirth(b) => {
+                                for m in &b {
+                                    Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m.clone())));
+                                }
+                                self.cfg.birth = b;
+                            }
+                            Command::Subscribe(f, q) => {
+                                if let Some(sub) = session.subscribe(&[(f.clone(), q)]) {
+                                    Self::write_packet(&mut wbuf, Packet::Subscribe(sub));
+                                }
+                                self.cfg.subscriptions.push((f, q));
+                            }
+                            Command::Shutdown { last, grace, done } => {
+                                // The final messages (offline status) jump the queue.
+                                let mut last: Vec<Outgoing> = last;
+                                for m in last.drain(..) {
+                                    Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
+                                }
+                                shutting = Some((Instant::now() + grace, ShutdownReq { done }));
+                                break;
+                            }
+                        }
+                        n += 1;
+                        if n < DRAIN_BATCH && wbuf.len() < WBUF_HIGH {
+                            next = self.rx.try_recv().ok();
+                        }
+                    }
+                },
+                _ = sleep_until(timer) => {
+                    let now = Instant::now();
+                    if pong_deadline.is_some_and(|d| now >= d) {
+                        break Ended::Lost(format!(
+                            "no PINGRESP within {:.1} s; the connection is half-open",
+                            ka.as_secs_f64() / 2.0
+                        ));
+                    }
+                    if now >= next_ping {
+                        Self::write_packet(&mut wbuf, Packet::PingReq);
+                        if pong_deadline.is_none() {
+                            pong_deadline = Some(now + ka / 2);
+                        }
+                        next_ping = now + ka;
+                    }
+                }
+            }
+        };
+        let unacked = session.into_unacked();
+        if !unacked.is_empty() {
+            tracing::debug!(count = unacked.len(), "requeueing unacknowledged messages");
+            self.stats
+                .spooled
+                .fetch_add(unacked.len() as u64, Ordering::Relaxed);
+        }
+        self.backlog.requeue_front(unacked);
+        ended
+    }
+
+    fn on_bytes(
+        &mut self,
+        rbuf: &mut BytesMut,
+        session: &mut Session,
+        wbuf: &mut BytesMut,
+        pong_deadline: &mut Option<Instant>,
+    ) -> Result<(), String> {
+        loop {
+            let packet = match Packet::read(rbuf, self.cfg.max_incoming) {
+                Ok(p) => p,
+                Err(rumqttc::Error::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => return Err(format!("bad packet from broker: {e}")),
+            };
+            let r = session.on_packet(packet).map_err(|e| e.to_string())?;
+            if let Some(reply) = r.reply {
+                Self::write_packet(wbuf, reply);
+            }
+            if r.delivered.is_some() {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            if r.pong {
+                *pong_deadline = None;
+            }
+            for f in r.refused {
+                tracing::error!(filter = %f, "broker refused the subscription (check its ACL)");
+            }
+            if let Some(p) = r.message {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let msg = Incoming {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                    retain: p.retain,
+                };
+                if self.incoming.try_send(msg).is_err() {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("incoming message queue full; message dropped");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> Outgoing {
+        Outgoing::new("t", vec![0u8; n], QoS::AtLeastOnce, false)
+    }
+
+    #[test]
+    fn backlog_drops_oldest_when_full_and_counts_exactly() {
+        let mut b = Backlog {
+            queue: VecDeque::new(),
+            bytes: 0,
+            cap: 3 * Backlog::size(&msg(10)),
+            drop_oldest: true,
+        };
+        let mut dropped = 0;
+        for _ in 0..5 {
+            dropped += b.push(msg(10));
+        }
+        assert_eq!(dropped, 2);
+        assert_eq!(b.queue.len(), 3);
+    }
+
+    #[test]
+    fn backlog_drop_new_keeps_the_oldest() {
+        let mut b = Backlog {
+            queue: VecDeque::new(),
+            bytes: 0,
+            cap: 2 * Backlog::size(&msg(10)),
+            drop_oldest: false,
+        };
+        let mut first = msg(10);
+        first.topic = "f".into();
+        assert_eq!(b.push(first), 0);
+        assert_eq!(b.push(msg(10)), 0);
+        assert_eq!(b.push(msg(10)), 1);
+        assert_eq!(b.pop().unwrap().topic.as_ref(), "f");
+    }
+}

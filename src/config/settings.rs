@@ -1,0 +1,311 @@
+//! Daemon settings (`config/botbus.toml`): built-in defaults, then the file, then
+//! `BOTBUS_<SECTION>__<KEY>` environment overrides, layered with the `config` crate.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The built-in defaults, also the documented template of `config/botbus.toml`.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/botbus.toml");
+
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    #[error("{path}: no such file")]
+    Missing { path: PathBuf },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub mqtt: MqttConfig,
+    pub state: StateConfig,
+    pub spool: SpoolConfig,
+    pub diagnostics: DiagnosticsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub url: String,
+    #[serde(default)]
+    pub client_id: String,
+    pub keep_alive_s: u16,
+    pub topic_prefix: String,
+    pub max_payload_bytes: usize,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub password_file: String,
+    #[serde(default)]
+    pub ca_file: String,
+    #[serde(default)]
+    pub cert_file: String,
+    #[serde(default)]
+    pub key_file: String,
+    pub protocol: u8,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    /// Never prints the password, so settings can be logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("keep_alive_s", &self.keep_alive_s)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default)]
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    DropOldest,
+    DropNew,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub max_bytes: u64,
+    pub on_full: OnFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    pub period_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Where the settings came from, for error messages and `check` output.
+#[derive(Debug, Clone)]
+pub struct LoadedSettings {
+    pub settings: Settings,
+    pub file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Layers defaults, the file and the environment. With `explicit = None`,
+    /// `config/botbus.toml` in the working directory is read when it exists.
+    pub fn load(explicit: Option<&Path>) -> Result<LoadedSettings, SettingsError> {
+        Self::load_with_env(explicit, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given, so tests need not touch the process's.
+    pub fn load_with_env(
+        explicit: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<LoadedSettings, SettingsError> {
+        let file = match explicit {
+            Some(p) if !p.is_file() => {
+                return Err(SettingsError::Missing {
+                    path: p.to_path_buf(),
+                })
+            }
+            Some(p) => Some(p.to_path_buf()),
+            None => {
+                let p = PathBuf::from("config/botbus.toml");
+                p.is_file().then_some(p)
+            }
+        };
+        let settings = Self::build(file.as_deref(), env)?;
+        Ok(LoadedSettings { settings, file })
+    }
+
+    fn build(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let origin = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in settings".to_string());
+
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BOTBUS_") && k.contains("__"))
+            .collect();
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(p) = file {
+            builder = builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("BOTBUS")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let invalid = |e: config::ConfigError| SettingsError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        };
+        let built = builder.build().map_err(invalid)?;
+        let settings: Settings = built.try_deserialize().map_err(invalid)?;
+        settings.validate().map_err(|message| SettingsError::Invalid {
+            origin: origin.clone(),
+            message,
+        })?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let m = &self.mqtt;
+        crate::bus::BrokerUrl::parse(&m.url).map_err(|e| format!("mqtt.url: {e}"))?;
+        if m.protocol != 3 && m.protocol != 5 {
+            return Err(format!("mqtt.protocol: must be 3 or 5, not {}", m.protocol));
+        }
+        if m.protocol == 5 {
+            return Err("mqtt.protocol: MQTT 5 is not supported by this build yet; use 3 (MQTT 3.1.1), which every broker speaks".into());
+        }
+        if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
+            return Err("mqtt.topic_prefix: must be non-empty and free of MQTT wildcards".into());
+        }
+        if m.max_payload_bytes < 64 {
+            return Err("mqtt.max_payload_bytes: must be at least 64".into());
+        }
+        if !m.password.is_empty() && !m.password_file.is_empty() {
+            return Err("mqtt.password and mqtt.password_file: give one, not both".into());
+        }
+        if m.cert_file.is_empty() != m.key_file.is_empty() {
+            return Err("mqtt.cert_file and mqtt.key_file: client authentication needs both".into());
+        }
+        if !(self.diagnostics.period_s > 0.0) {
+            return Err("diagnostics.period_s: must be greater than 0".into());
+        }
+        if self.log.level.parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
+            return Err(format!("log.level: `{}` is not a log filter", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The state directory: `[state] dir` if set, else a per-user state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        if !self.state.dir.is_empty() {
+            return PathBuf::from(&self.state.dir);
+        }
+        dirs::state_dir()
+            .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("botbus")
+    }
+
+    /// The password from `password_file` (first line) or the setting itself.
+    pub fn password(&self) -> Result<Option<String>, SettingsError> {
+        let m = &self.mqtt;
+        if !m.password_file.is_empty() {
+            let text = std::fs::read_to_string(&m.password_file).map_err(|e| {
+                SettingsError::Invalid {
+                    origin: m.password_file.clone(),
+                    message: format!("mqtt.password_file: cannot read: {e}"),
+                }
+            })?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+        }
+        Ok((!m.password.is_empty()).then(|| m.password.clone()))
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::build(None, []).expect("the built-in settings are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap().settings;
+        assert_eq!(s.mqtt.keep_alive_s, 5);
+        assert_eq!(s.mqtt.topic_prefix, "robot");
+        assert_eq!(s.mqtt.protocol, 3);
+        assert_eq!(s.spool.on_full, OnFull::DropOldest);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, "[mqtt]\nurl = \"mqtt://10.0.0.1:1883\"\nkeep_alive_s = 9\n").unwrap();
+        let s = Settings::load_with_env(
+            Some(&f),
+            env(&[("BOTBUS_MQTT__URL", "mqtt://127.0.0.1:1999"), ("HOME", "/x")]),
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(s.mqtt.url, "mqtt://127.0.0.1:1999");
+        assert_eq!(s.mqtt.keep_alive_s, 9);
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let e = Settings::load_with_env(Some(Path::new("/nonexistent/b.toml")), env(&[]))
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/b.toml: no such file"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, "[mqtt]\nurll = \"x\"\n").unwrap();
+        let e = Settings::load_with_env(Some(&f), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("urll"), "{e}");
+        std::fs::write(&f, "[mqtt]\nurl = \"http://x\"\n").unwrap();
+        let e = Settings::load_with_env(Some(&f), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("mqtt.url"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let mut s = Settings::default();
+        s.mqtt.password = "hunter2".into();
+        assert!(!format!("{:?}", s).contains("hunter2"));
+    }
+}

@@ -1,0 +1,878 @@
+//! Raw robot file → validated [`Robot`] in one step, collecting every problem with the key
+//! path where it was found. Only a validated robot builds anything.
+
+use super::robot::*;
+use crate::protocols::template::Template;
+use crate::messages::{FieldKind, MessageType, Scalar};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One problem in a robot file: where, and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in one robot file. Displays as one line per problem.
+#[derive(Debug, Clone)]
+pub struct RobotFileError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for RobotFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.path.is_empty() {
+                write!(f, "{}: {}", self.file.display(), p.message)?;
+            } else {
+                write!(f, "{}: {}: {}", self.file.display(), p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RobotFileError {}
+
+/// A validated robot.
+#[derive(Debug, Clone)]
+pub struct Robot {
+    pub id: String,
+    pub file: PathBuf,
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub name: String,
+    pub transport: TransportSpec,
+    pub protocol: ProtocolSpec,
+    pub idle_timeout: Option<Duration>,
+    pub streams: Vec<StreamSpec>,
+    pub commands: Vec<CommandSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransportSpec {
+    Serial(SerialSpec),
+    /// `host:port` of a ser2net-style serial server.
+    Tcp(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialSpec {
+    pub path: PathBuf,
+    pub baud: u32,
+    pub data_bits: u8,
+    pub parity: ParityConfig,
+    pub stop_bits: u8,
+    pub flow_control: FlowControlConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProtocolSpec {
+    Nmea,
+    Lines {
+        format: LineFormat,
+        columns: Vec<String>,
+        delimiter: char,
+    },
+}
+
+impl ProtocolSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProtocolSpec::Nmea => "nmea",
+            ProtocolSpec::Lines { .. } => "lines",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    /// The topic suffix after `<prefix>/<id>/`.
+    pub sensor: String,
+    pub msg_type: MessageType,
+    pub qos: u8,
+    pub retain: bool,
+    /// From `max_rate_hz`: the least time between two publishes.
+    pub min_interval: Option<Duration>,
+    pub frame_id: String,
+    pub select: StreamSelect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamSelect {
+    /// An NMEA sentence formatter such as `GGA`, or a full address such as `GPGGA`.
+    Nmea { source: String },
+    Lines {
+        /// Every `(key, value)` must match for a line to be taken.
+        when: Vec<(String, String)>,
+        /// `(message field path, line key)`; empty for `map` means every key.
+        fields: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub path: String,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub actuator: String,
+    pub msg_type: MessageType,
+    pub render: CommandRender,
+    pub limits: Vec<Limit>,
+    pub out_of_range: OutOfRange,
+    pub timeout: Option<Duration>,
+    pub safe: Vec<(String, Scalar)>,
+    pub min_interval: Option<Duration>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CommandRender {
+    /// `lines`: one text line per command.
+    Template(Template),
+}
+
+pub const RESERVED_SEGMENTS: [&str; 5] = ["status", "catalog", "diagnostics", "cmd", "ack"];
+
+impl Robot {
+    /// Reads and validates a robot file, reporting every problem found.
+    pub fn load(path: &Path) -> Result<Robot, RobotFileError> {
+        let fail = |message: String| RobotFileError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                path: String::new(),
+                message,
+            }],
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        Robot::from_str(&text, path)
+    }
+
+    /// Validates robot-file text; `path` names the file in errors and anchors relative paths.
+    pub fn from_str(text: &str, path: &Path) -> Result<Robot, RobotFileError> {
+        let mut v = Validator {
+            problems: Vec::new(),
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        };
+        let robot = v.robot(text);
+        match robot {
+            Some(mut r) if v.problems.is_empty() => {
+                r.file = path.to_path_buf();
+                Ok(r)
+            }
+            _ => Err(RobotFileError {
+                file: path.to_path_buf(),
+                problems: v.problems,
+            }),
+        }
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = (&Device, &StreamSpec)> {
+        self.devices
+            .iter()
+            .flat_map(|d| d.streams.iter().map(move |s| (d, s)))
+    }
+
+    pub fn commands(&self) -> impl Iterator<Item = (&Device, &CommandSpec)> {
+        self.devices
+            .iter()
+            .flat_map(|d| d.commands.iter().map(move |c| (d, c)))
+    }
+}
+
+struct Validator {
+    problems: Vec<Problem>,
+    base: PathBuf,
+}
+
+/// Reads a TOML value through serde, recording where it failed.
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    prefix: &str,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match (prefix.is_empty(), inner == ".") {
+            (_, true) => prefix.to_string(),
+            (true, false) => inner,
+            (false, false) => format!("{prefix}.{inner}"),
+        };
+        Problem {
+            path,
+            message: clean_serde_message(&e.into_inner().to_string()),
+        }
+    })
+}
+
+/// serde's messages end with a location the path already gives; keep the first line.
+fn clean_serde_message(m: &str) -> String {
+    let first = m.lines().next().unwrap_or(m).trim();
+    first.trim_end_matches('.').to_string()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Validator {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn robot(&mut self, text: &str) -> Option<Robot> {
+        let mut table: toml::Table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                let at = e
+                    .span()
+                    .map(|s| format!("line {}: ", line_of(text, s.start)))
+                    .unwrap_or_default();
+                self.problem("", format!("{at}TOML syntax error: {}", e.message().trim()));
+                return None;
+            }
+        };
+        let devices = table.remove("devices");
+        let top: Option<RobotConfig> = match deserialize_at(toml::Value::Table(table), "") {
+            Ok(r) => Some(r),
+            Err(p) => {
+                self.problems.push(p);
+                None
+            }
+        };
+        if let Some(top) = &top {
+            self.check_name("id", &top.id, false);
+        }
+        let mut out = Vec::new();
+        match devices {
+            None => {}
+            Some(toml::Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    if let Some(d) = self.device(item, &format!("devices[{i}]")) {
+                        out.push(d);
+                    }
+                }
+            }
+            Some(_) => self.problem("devices", "must be an array of tables ([[devices]])"),
+        }
+        self.check_unique(&out);
+        let top = top?;
+        Some(Robot {
+            id: top.id,
+            file: PathBuf::new(),
+            devices: out,
+        })
+    }
+
+    fn device(&mut self, item: toml::Value, at: &str) -> Option<Device> {
+        let toml::Value::Table(mut table) = item else {
+            self.problem(at, "must be a table");
+            return None;
+        };
+        let protocol = match table.get("protocol") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => {
+                self.problem(format!("{at}.protocol"), "must be a string");
+                return None;
+            }
+            None => {
+                self.problem(
+                    format!("{at}.protocol"),
+                    format!("missing; one of {}", ALL_PROTOCOLS.join(", ")),
+                );
+                return None;
+            }
+        };
+        if !SUPPORTED_PROTOCOLS.contains(&protocol.as_str()) {
+            let msg = if ALL_PROTOCOLS.contains(&protocol.as_str()) {
+                format!(
+                    "protocol `{protocol}` is not supported by this build yet (supported: {})",
+                    SUPPORTED_PROTOCOLS.join(", ")
+                )
+            } else {
+                format!(
+                    "unknown protocol `{protocol}`, expected one of {}",
+                    ALL_PROTOCOLS.join(", ")
+                )
+            };
+            self.problem(format!("{at}.protocol"), msg);
+            return None;
+        }
+        let streams = table.remove("streams");
+        let commands = table.remove("commands");
+        let raw: Option<DeviceConfig> = match deserialize_at(toml::Value::Table(table), at) {
+            Ok(d) => Some(d),
+            Err(p) => {
+                self.problems.push(p);
+                None
+            }
+        };
+        let stream_items = self.items(streams, &format!("{at}.streams"));
+        let command_items = self.items(commands, &format!("{at}.commands"));
+        match raw? {
+            DeviceConfig::Nmea(mut d) => {
+                d.streams = self.parse_items(stream_items, at, "streams");
+                if !command_items.is_empty() {
+                    self.problem(
+                        format!("{at}.commands"),
+                        "nmea devices are read-only and take no commands",
+                    );
+                }
+                self.nmea_device(d, at)
+            }
+            DeviceConfig::Lines(mut d) => {
+                d.streams = self.parse_items(stream_items, at, "streams");
+                d.commands = self.parse_items(command_items, at, "commands");
+                self.lines_device(d, at)
+            }
+        }
+    }
+
+    fn items(&mut self, v: Option<toml::Value>, at: &str) -> Vec<toml::Value> {
+        match v {
+            None => Vec::new(),
+            Some(toml::Value::Array(a)) => a,
+            Some(_) => {
+                self.problem(at, "must be an array of tables");
+                Vec::new()
+            }
+        }
+    }
+
+    fn parse_items<T: serde::de::DeserializeOwned>(
+        &mut self,
+        items: Vec<toml::Value>,
+        at: &str,
+        key: &str,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match deserialize_at(item, &format!("{at}.{key}[{i}]")) {
+                Ok(t) => out.push(t),
+                Err(p) => self.problems.push(p),
+            }
+        }
+        out
+    }
+
+    /// Checks a robot id, sensor or actuator name: `[A-Za-z0-9_-]` segments, joined by `/`
+    /// where `segments` allows it, and no reserved first segment.
+    fn check_name(&mut self, at: &str, name: &str, segments: bool) -> bool {
+        let parts: Vec<&str> = if segments {
+            name.split('/').collect()
+        } else {
+            vec![name]
+        };
+        let ok = !name.is_empty()
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+        if !ok {
+            let what = if segments {
+                "segments of letters, digits, `_` or `-`, joined by `/`"
+            } else {
+                "letters, digits, `_` or `-`"
+            };
+            self.problem(at, format!("`{name}` is not a valid name: use {what}"));
+            return false;
+        }
+        if segments && RESERVED_SEGMENTS.contains(&parts[0]) {
+            self.problem(
+                at,
+                format!(
+                    "`{name}` starts with the reserved segment `{}` (reserved: {})",
+                    parts[0],
+                    RESERVED_SEGMENTS.join(", ")
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn transport(
+        &mut self,
+        serial: Option<SerialConfig>,
+        tcp: Option<String>,
+        at: &str,
+    ) -> Option<TransportSpec> {
+        match (serial, tcp) {
+            (Some(s), None) => {
+                let mut ok = true;
+                if s.path.is_empty() {
+                    self.problem(format!("{at}.serial.path"), "must not be empty");
+                    ok = false;
+                }
+                if s.baud == 0 {
+                    self.problem(format!("{at}.serial.baud"), "must be greater than 0");
+                    ok = false;
+                }
+                if !(5..=8).contains(&s.data_bits) {
+                    self.problem(format!("{at}.serial.data_bits"), "must be 5, 6, 7 or 8");
+                    ok = false;
+                }
+                if !(1..=2).contains(&s.stop_bits) {
+                    self.problem(format!("{at}.serial.stop_bits"), "must be 1 or 2");
+                    ok = false;
+                }
+                let path = PathBuf::from(&s.path);
+                let path = if path.is_relative() {
+                    self.base.join(path)
+                } else {
+                    path
+                };
+                ok.then_some(TransportSpec::Serial(SerialSpec {
+                    path,
+                    baud: s.baud,
+                    data_bits: s.data_bits,
+                    parity: s.parity,
+                    stop_bits: s.stop_bits,
+                    flow_control: s.flow_control,
+                }))
+            }
+            (None, Some(t)) => {
+                let valid = t
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !valid {
+                    self.problem(
+                        format!("{at}.tcp"),
+                        format!("`{t}` is not host:port (for example \"10.0.0.5:4001\")"),
+                    );
+                    return None;
+                }
+                Some(TransportSpec::Tcp(t))
+            }
+            (Some(_), Some(_)) => {
+                self.problem(at, "give either `serial` or `tcp`, not both");
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    at,
+                    "missing transport: add `serial = { path = ..., baud = ... }` or `tcp = \"host:port\"`",
+                );
+                None
+            }
+        }
+    }
+
+    fn msg_type(&mut self, at: &str, name: &str, allowed: &[MessageType]) -> Option<MessageType> {
+        match MessageType::from_name(name) {
+            Some(t) if allowed.contains(&t) => Some(t),
+            Some(t) => {
+                let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
+                self.problem(
+                    format!("{at}.type"),
+                    format!("`{t}` is not available here; use one of {}", names.join(", ")),
+                );
+                None
+            }
+            None => {
+                let names: Vec<&str> = MessageType::ALL.iter().map(|t| t.name()).collect();
+                self.problem(
+                    format!("{at}.type"),
+                    format!("unknown type `{name}`; known: {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn rate(&mut self, at: &str, key: &str, hz: Option<f64>) -> Option<Option<Duration>> {
+        match hz {
+            None => Some(None),
+            Some(h) if h.is_finite() && h > 0.0 && h <= 1_000_000.0 => {
+                Some(Some(Duration::from_secs_f64(1.0 / h)))
+            }
+            Some(h) => {
+                self.problem(
+                    format!("{at}.{key}"),
+                    format!("must be a positive number of hertz, not {h}"),
+                );
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stream_common(
+        &mut self,
+        at: &str,
+        sensor: &str,
+        qos: u8,
+        max_rate_hz: Option<f64>,
+        frame_id: Option<String>,
+        device_frame: &str,
+    ) -> Option<(Option<Duration>, String)> {
+        let mut ok = self.check_name(&format!("{at}.sensor"), sensor, true);
+        if qos > 2 {
+            self.problem(format!("{at}.qos"), format!("must be 0, 1 or 2, not {qos}"));
+            ok = false;
+        }
+        let rate = self.rate(at, "max_rate_hz", max_rate_hz);
+        let frame = frame_id.unwrap_or_else(|| device_frame.to_string());
+        (ok && rate.is_some()).then(|| (rate.unwrap(), frame))
+    }
+
+    fn nmea_device(&mut self, d: NmeaDeviceConfig, at: &str) -> Option<Device> {
+        let name_ok = self.check_name(&format!("{at}.name"), &d.name, false);
+        let transport = self.transport(d.serial, d.tcp, at);
+        let device_frame = d.frame_id.clone().unwrap_or_else(|| d.name.clone());
+        let mut streams = Vec::new();
+        for (i, s) in d.streams.into_iter().enumerate() {
+            let sat = format!("{at}.streams[{i}]");
+            let t = self.msg_type(&sat, &s.msg_type, &[MessageType::NavSatFix, MessageType::Map]);
+            let common =
+                self.stream_common(&sat, &s.sensor, s.qos, s.max_rate_hz, s.frame_id, &device_frame);
+            let source = s.source.trim().to_ascii_uppercase();
+            let source_ok = (3..=6).contains(&source.len())
+                && source.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !source_ok {
+                self.problem(
+                    format!("{sat}.source"),
+                    format!("`{}` is not an NMEA sentence name such as GGA or RMC", s.source),
+                );
+            }
+            let formatter = if source.len() == 5 { &source[2..] } else { &source[..] };
+            if t == Some(MessageType::NavSatFix) && source_ok && formatter != "GGA" && formatter != "RMC" {
+                self.problem(
+                    format!("{sat}.source"),
+                    format!("sensor_msgs/NavSatFix is built from GGA or RMC, not `{source}`; use type \"map\" for other sentences"),
+                );
+                continue;
+            }
+            if let (Some(t), Some((min_interval, frame_id)), true) = (t, common, source_ok) {
+                streams.push(StreamSpec {
+                    sensor: s.sensor,
+                    msg_type: t,
+                    qos: s.qos,
+                    retain: s.retain,
+                    min_interval,
+                    frame_id,
+                    select: StreamSelect::Nmea { source },
+                });
+            }
+        }
+        let idle_timeout = d.idle_timeout_ms.map(Duration::from_millis);
+        (name_ok && transport.is_some()).then(|| Device {
+            name: d.name,
+            transport: transport.unwrap(),
+            protocol: ProtocolSpec::Nmea,
+            idle_timeout,
+            streams,
+            commands: Vec::new(),
+        })
+    }
+
+    fn lines_device(&mut self, d: LinesDeviceConfig, at: &str) -> Option<Device> {
+        let name_ok = self.check_name(&format!("{at}.name"), &d.name, false);
+        let transport = self.transport(d.serial, d.tcp, at);
+        let device_frame = d.frame_id.clone().unwrap_or_else(|| d.name.clone());
+        let columns = d.columns.clone().unwrap_or_default();
+        match (d.format, d.columns.is_some()) {
+            (LineFormat::Csv, false) => self.problem(
+                format!("{at}.columns"),
+                "format \"csv\" needs `columns = [...]`, the name of each column",
+            ),
+            (LineFormat::Kv | LineFormat::Json, true) => {
+                self.problem(format!("{at}.columns"), "only format \"csv\" takes columns")
+            }
+            _ => {}
+        }
+        let delimiter = match (&d.delimiter, d.format) {
+            (None, _) => ',',
+            (Some(s), LineFormat::Csv) if s.chars().count() == 1 => s.chars().next().unwrap(),
+            (Some(_), LineFormat::Csv) => {
+                self.problem(format!("{at}.delimiter"), "must be a single character");
+                ','
+            }
+            (Some(_), _) => {
+                self.problem(format!("{at}.delimiter"), "only format \"csv\" takes a delimiter");
+                ','
+            }
+        };
+        let all_types: Vec<MessageType> = MessageType::ALL
+            .into_iter()
+            .filter(|t| *t != MessageType::Frame)
+            .collect();
+        let mut streams = Vec::new();
+        for (i, s) in d.streams.into_iter().enumerate() {
+            let sat = format!("{at}.streams[{i}]");
+            let t = self.msg_type(&sat, &s.msg_type, &all_types);
+            let common =
+                self.stream_common(&sat, &s.sensor, s.qos, s.max_rate_hz, s.frame_id, &device_frame);
+            let mut when = Vec::new();
+            for (k, v) in s.when {
+                match scalar_text(&v) {
+                    Some(text) => when.push((k, text)),
+                    None => self.problem(
+                        format!("{sat}.when.{k}"),
+                        "must be a string, number or bool",
+                    ),
+                }
+            }
+            let mut fields = Vec::new();
+            let mut flat = Vec::new();
+            flatten(&toml::Value::Table(s.fields), "", &mut flat);
+            for (path, v) in flat {
+                let Some(key) = v.as_str() else {
+                    self.problem(format!("{sat}.fields.{path}"), "must be the name of a line key (a string)");
+                    continue;
+                };
+                if let Some(t) = t {
+                    if t.kind_of(&path).is_none() {
+                        self.problem(
+                            format!("{sat}.fields.{path}"),
+                            format!("`{path}` is not a field of {t}"),
+                        );
+                        continue;
+                    }
+                }
+                if d.format == LineFormat::Csv && !columns.iter().any(|c| c == key) {
+                    self.problem(
+                        format!("{sat}.fields.{path}"),
+                        format!("line key `{key}` is not one of the columns"),
+                    );
+                    continue;
+                }
+                fields.push((path, key.to_string()));
+            }
+            if fields.is_empty() && t.is_some() && t != Some(MessageType::Map) {
+                self.problem(
+                    format!("{sat}.fields"),
+                    "missing: map message field paths to line keys, e.g. fields = { voltage = \"v\" }",
+                );
+                continue;
+            }
+            if let (Some(t), Some((min_interval, frame_id))) = (t, common) {
+                streams.push(StreamSpec {
+                    sensor: s.sensor,
+                    msg_type: t,
+                    qos: s.qos,
+                    retain: s.retain,
+                    min_interval,
+                    frame_id,
+                    select: StreamSelect::Lines { when, fields },
+                });
+            }
+        }
+        let mut commands = Vec::new();
+        for (i, c) in d.commands.into_iter().enumerate() {
+            let cat = format!("{at}.commands[{i}]");
+            if let Some(cmd) = self.lines_command(c, &cat, &all_types) {
+                commands.push(cmd);
+            }
+        }
+        let idle_timeout = d.idle_timeout_ms.map(Duration::from_millis);
+        (name_ok && transport.is_some()).then(|| Device {
+            name: d.name,
+            transport: transport.unwrap(),
+            protocol: ProtocolSpec::Lines {
+                format: d.format,
+                columns,
+                delimiter,
+            },
+            idle_timeout,
+            streams,
+            commands,
+        })
+    }
+
+    fn lines_command(
+        &mut self,
+        c: LinesCommandConfig,
+        at: &str,
+        types: &[MessageType],
+    ) -> Option<CommandSpec> {
+        let mut ok = self.check_name(&format!("{at}.actuator"), &c.actuator, true);
+        if c.actuator == "estop" {
+            self.problem(
+                format!("{at}.actuator"),
+                "`estop` is reserved for the emergency stop topic",
+            );
+            ok = false;
+        }
+        let t = self.msg_type(at, &c.msg_type, types);
+        let template = match Template::parse(&c.template) {
+            Ok(tpl) => Some(tpl),
+            Err(e) => {
+                self.problem(format!("{at}.template"), e);
+                None
+            }
+        };
+        let rate = self.rate(at, "max_rate_hz", c.max_rate_hz);
+        let t = t?;
+        if let Some(tpl) = &template {
+            for p in tpl.paths() {
+                match t.kind_of(p) {
+                    Some(k) if k.is_numeric() || k == FieldKind::Bool || k == FieldKind::Str || k == FieldKind::Any => {}
+                    _ => {
+                        self.problem(
+                            format!("{at}.template"),
+                            format!("`{{{p}}}` is not a field of {t}"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        let mut limits = Vec::new();
+        let mut flat = Vec::new();
+        flatten(&toml::Value::Table(c.limits), "", &mut flat);
+        for (path, v) in flat {
+            let pat = format!("{at}.limits.{path}");
+            let pair = v.as_array().and_then(|a| {
+                (a.len() == 2)
+                    .then(|| Some((num(&a[0])?, num(&a[1])?)))
+                    .flatten()
+            });
+            match (pair, t.kind_of(&path)) {
+                (_, None) => self.problem(pat, format!("`{path}` is not a field of {t}")),
+                (_, Some(k)) if !k.is_numeric() && k != FieldKind::Any => {
+                    self.problem(pat, format!("`{path}` is not numeric; limits apply to numbers"))
+                }
+                (Some((min, max)), Some(_)) if min.is_finite() && max.is_finite() && min <= max => {
+                    limits.push(Limit { path, min, max })
+                }
+                _ => self.problem(pat, "must be [min, max] with finite min <= max"),
+            }
+        }
+        let mut safe = Vec::new();
+        let mut flat = Vec::new();
+        flatten(&toml::Value::Table(c.safe), "", &mut flat);
+        if flat.is_empty() {
+            self.problem(
+                format!("{at}.safe"),
+                "missing: every actuator needs its safe values, e.g. safe = { \"linear.x\" = 0.0 }",
+            );
+            ok = false;
+        }
+        for (path, v) in flat {
+            let pat = format!("{at}.safe.{path}");
+            let Some(kind) = t.kind_of(&path) else {
+                self.problem(pat, format!("`{path}` is not a field of {t}"));
+                ok = false;
+                continue;
+            };
+            let value = match (&v, kind) {
+                (toml::Value::Float(f), _) if f.is_finite() => Scalar::Float(*f),
+                (toml::Value::Integer(i), _) => Scalar::Int(*i),
+                (toml::Value::Boolean(b), _) => Scalar::Bool(*b),
+                (toml::Value::String(s), FieldKind::Str | FieldKind::Any) => Scalar::Str(s.clone()),
+                _ => {
+                    self.problem(pat, "must be a finite number, bool or string matching the field");
+                    ok = false;
+                    continue;
+                }
+            };
+            if let (Some(l), Some(x)) = (limits.iter().find(|l| l.path == path), value.as_f64()) {
+                if x < l.min || x > l.max {
+                    self.problem(pat, format!("{x} is outside the limits [{}, {}]", l.min, l.max));
+                    ok = false;
+                }
+            }
+            safe.push((path, value));
+        }
+        if c.timeout_ms == Some(0) {
+            self.problem(format!("{at}.timeout_ms"), "must be greater than 0 (omit it for no deadman)");
+            ok = false;
+        }
+        (ok && template.is_some() && rate.is_some()).then(|| CommandSpec {
+            actuator: c.actuator,
+            msg_type: t,
+            render: CommandRender::Template(template.unwrap()),
+            limits,
+            out_of_range: c.out_of_range,
+            timeout: c.timeout_ms.map(Duration::from_millis),
+            safe,
+            min_interval: rate.unwrap(),
+            max_age: c.max_age_ms.map(Duration::from_millis),
+        })
+    }
+
+    fn check_unique(&mut self, devices: &[Device]) {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut sensors: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut actuators: BTreeMap<&str, &str> = BTreeMap::new();
+        for (i, d) in devices.iter().enumerate() {
+            if let Some(prev) = names.insert(&d.name, i) {
+                self.problem(
+                    format!("devices[{i}].name"),
+                    format!("duplicate device name `{}` (also devices[{prev}])", d.name),
+                );
+            }
+            for s in &d.streams {
+                if let Some(prev) = sensors.insert(&s.sensor, &d.name) {
+                    self.problem(
+                        format!("devices[{i}].streams"),
+                        format!("duplicate sensor `{}` (also on device `{prev}`)", s.sensor),
+                    );
+                }
+            }
+            for c in &d.commands {
+                if let Some(prev) = actuators.insert(&c.actuator, &d.name) {
+                    self.problem(
+                        format!("devices[{i}].commands"),
+                        format!("duplicate actuator `{}` (also on device `{prev}`)", c.actuator),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn num(v: &toml::Value) -> Option<f64> {
+    match v {
+        toml::Value::Float(f) => Some(*f),
+        toml::Value::Integer(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+fn scalar_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads nested TOML tables as dotted paths: `{linear = {x = 1}}` → `("linear.x", 1)`.
+fn flatten(v: &toml::Value, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(v, &p, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}

@@ -1,0 +1,39 @@
+//! Sans-IO protocol cores: bytes from a device in, samples and counted errors out; commands
+//! in, bytes out. No I/O and no clocks here, so every core is tested with byte fixtures.
+
+pub mod framing;
+pub mod lines;
+pub mod nmea;
+pub mod template;
+
+use crate::messages::{Message, Time};
+use thiserror::Error;
+
+/// What a protocol core makes of the bytes it is fed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A message for the stream at this index of the device's streams.
+    Sample { stream: usize, message: Message },
+    /// One well-formed frame (sentence, line) was read, whether or not a stream took it.
+    Frame,
+    /// A corrupt or unusable frame: counted in diagnostics, never published.
+    Error(ProtocolError),
+}
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Framing(#[from] framing::FramingError),
+    #[error(transparent)]
+    Nmea(#[from] nmea::NmeaError),
+    #[error(transparent)]
+    Lines(#[from] lines::LinesError),
+}
+
+/// A device's protocol core, built from its validated config.
+pub trait Decoder: Send {
+    /// Feeds bytes read at `stamp`; results are appended to `out`.
+    fn feed(&mut self, bytes: &[u8], stamp: Time, out: &mut Vec<Output>);
+    /// Drops partial input, after the device was reopened.
+    fn reset(&mut self);
+}

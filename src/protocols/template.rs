@@ -1,0 +1,209 @@
+//! Command line templates such as `D {linear.x:.3} {angular.z:.3}`: literal text with
+//! field placeholders and Rust-style format specs (`+`, `0`, width, `.precision`).
+
+use crate::messages::{Message, Scalar};
+use std::fmt::Write;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Field { path: String, spec: Spec },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Spec {
+    plus: bool,
+    zero: bool,
+    width: usize,
+    precision: Option<usize>,
+}
+
+impl Template {
+    /// Parses a template; `{{` and `}}` are literal braces.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '}' => return Err(format!("unmatched `}}` at byte {i}; write `}}}}` for a literal brace")),
+                '{' => {
+                    let rest = &text[i + 1..];
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed `{{` at byte {i}"))?;
+                    let inner = &rest[..end];
+                    for _ in 0..inner.chars().count() + 1 {
+                        chars.next();
+                    }
+                    let (path, spec) = match inner.split_once(':') {
+                        Some((p, s)) => (p.trim(), parse_spec(s)?),
+                        None => (inner.trim(), Spec::default()),
+                    };
+                    if path.is_empty() {
+                        return Err(format!("empty placeholder at byte {i}"));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Field {
+                        path: path.to_string(),
+                        spec,
+                    });
+                }
+                c if c == '\n' || c == '\r' => {
+                    return Err("must be one line; the newline is appended when writing".into())
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Text(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The field paths the template reads.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field { path, .. } => Some(path.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Renders `msg` and appends `\n`. Bools render as `1`/`0`, which microcontrollers parse.
+    pub fn render(&self, msg: &Message, out: &mut String) -> Result<(), String> {
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Field { path, spec } => {
+                    let v = msg
+                        .get_path(path)
+                        .ok_or_else(|| format!("template field `{path}` has no value"))?;
+                    format_scalar(&v, *spec, out);
+                }
+            }
+        }
+        out.push('\n');
+        Ok(())
+    }
+}
+
+fn parse_spec(s: &str) -> Result<Spec, String> {
+    let mut spec = Spec::default();
+    let mut rest = s;
+    if let Some(r) = rest.strip_prefix('+') {
+        spec.plus = true;
+        rest = r;
+    }
+    if let Some(r) = rest.strip_prefix('0') {
+        spec.zero = true;
+        rest = r;
+    }
+    let (w, p) = match rest.split_once('.') {
+        Some((w, p)) => (w, Some(p)),
+        None => (rest, None),
+    };
+    if !w.is_empty() {
+        spec.width = w
+            .parse()
+            .map_err(|_| format!("bad format spec `:{s}`; use e.g. `:.3`, `:8.2`, `:+06.1`"))?;
+    }
+    if let Some(p) = p {
+        let n: usize = p
+            .parse()
+            .map_err(|_| format!("bad format spec `:{s}`; use e.g. `:.3`, `:8.2`, `:+06.1`"))?;
+        if n > 17 {
+            return Err(format!("precision {n} in `:{s}` is more than 17 digits"));
+        }
+        spec.precision = Some(n);
+    }
+    if spec.width > 64 {
+        return Err(format!("width {} in `:{s}` is more than 64", spec.width));
+    }
+    Ok(spec)
+}
+
+fn format_scalar(v: &Scalar, spec: Spec, out: &mut String) {
+    let body = match (v, spec.precision) {
+        (Scalar::Float(f), Some(p)) => format!("{f:.p$}"),
+        (Scalar::Int(i), Some(p)) => format!("{:.p$}", *i as f64),
+        (Scalar::Float(f), None) => format!("{f}"),
+        (Scalar::Int(i), None) => format!("{i}"),
+        (Scalar::Bool(b), _) => (if *b { "1" } else { "0" }).to_string(),
+        (Scalar::Str(s), _) => s.clone(),
+    };
+    let numeric = matches!(v, Scalar::Float(_) | Scalar::Int(_));
+    let body = if spec.plus && numeric && !body.starts_with('-') {
+        format!("+{body}")
+    } else {
+        body
+    };
+    let pad = spec.width.saturating_sub(body.chars().count());
+    if pad == 0 {
+        out.push_str(&body);
+    } else if spec.zero && numeric {
+        let (sign, digits) = match body.chars().next() {
+            Some(c @ ('+' | '-')) => (Some(c), &body[1..]),
+            _ => (None, &body[..]),
+        };
+        if let Some(c) = sign {
+            out.push(c);
+        }
+        out.extend(std::iter::repeat_n('0', pad));
+        out.push_str(digits);
+    } else {
+        let _ = write!(out, "{:>w$}", body, w = spec.width);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::MessageType;
+
+    fn twist(x: f64, z: f64) -> Message {
+        let mut m = MessageType::Twist.new_message();
+        m.set_path("linear.x", &Scalar::Float(x)).unwrap();
+        m.set_path("angular.z", &Scalar::Float(z)).unwrap();
+        m
+    }
+
+    #[test]
+    fn renders_fields_with_precision_and_appends_newline() {
+        let t = Template::parse("D {linear.x:.3} {angular.z:.3}").unwrap();
+        let mut s = String::new();
+        t.render(&twist(0.5, -0.1), &mut s).unwrap();
+        assert_eq!(s, "D 0.500 -0.100\n");
+        assert_eq!(t.paths().collect::<Vec<_>>(), vec!["linear.x", "angular.z"]);
+    }
+
+    #[test]
+    fn width_sign_and_zero_padding() {
+        let t = Template::parse("{{{linear.x:+07.2}}} {angular.z:6}").unwrap();
+        let mut s = String::new();
+        t.render(&twist(1.5, -2.0), &mut s).unwrap();
+        assert_eq!(s, "{+001.50}     -2\n");
+    }
+
+    #[test]
+    fn bad_templates_are_explained() {
+        assert!(Template::parse("D {linear.x").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("D }").unwrap_err().contains("unmatched"));
+        assert!(Template::parse("D {linear.x:.q}").unwrap_err().contains("bad format spec"));
+        assert!(Template::parse("D {}").unwrap_err().contains("empty placeholder"));
+    }
+}

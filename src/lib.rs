@@ -2,11 +2,33 @@
 //! and remote commands back through a safety layer.
 //!
 //! # Layout
-//! - [`config`]: daemon settings and robot files, validated in one step.
+//! - [`config`]: daemon settings and robot files, validated in one step into a [`config::Robot`].
 //! - [`messages`]: the ROS 2 message types, field paths and their MessagePack encoding.
-//! - [`protocols`]: sans-IO protocol cores (NMEA, text lines), tested with byte fixtures.
-pub mod config;
-pub mod messages;
-pub mod protocols;
+//! - [`protocols`]: sans-IO protocol cores (NMEA, text lines, command templates).
+//! - [`transport`]: opens serial ports and TCP serial servers as byte streams.
+//! - [`device`]: the thin async driver of one device: reconnect, read, decode, write.
+//! - [`stream`]: per-topic `seq`, rate limiting and encoding of telemetry.
+//! - [`bus`]: the one task that owns the MQTT connection, and the handle to it.
+//! - [`meta`]: topic names, the `status` and `catalog` payloads.
+//! - [`diagnostics`]: device and bus counters, published periodically.
+//! - [`state`]: the boot counter in the state directory.
+//! - [`daemon`]: `botbus run`, wiring all of the above.
+//! - [`sim`]: simulated devices on pseudo-terminals.
+//! - [`demo`]: the zero-setup demo with an embedded broker.
+//! - [`fleet`]: fleet-side tools (`topic echo`) and MessagePack ↔ JSON.
+//! - [`backoff`]: jittered exponential backoff.
 pub mod backoff;
 pub mod bus;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod device;
+pub mod diagnostics;
+pub mod fleet;
+pub mod messages;
+pub mod meta;
+pub mod protocols;
+pub mod sim;
+pub mod state;
+pub mod stream;
+pub mod transport;

@@ -1,1 +1,335 @@
-fn main(){}
+//! The `botbus` command line: parse arguments, load config, call the library. Errors are
+//! one line on stderr with exit code 1 (runtime) or 2 (usage or config), never a panic.
+
+use anyhow::{Context, Result};
+use botbus::bus::BusConfig;
+use botbus::config::{LoadedSettings, Robot, Settings};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "botbus", version, about = "Robot telemetry bridge: serial and CAN devices to MQTT as MessagePack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon for one robot.
+    Run {
+        #[arg(long)]
+        robot: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the settings and a robot file; list every topic with its type and QoS.
+    Check {
+        #[arg(long)]
+        robot: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Zero-setup demo: embedded broker, simulated robot, daemon and a live decoded view.
+    Demo {
+        /// Stop after this many seconds; 0 runs until Ctrl-C.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Simulate the devices of a robot file on pseudo-terminals.
+    Sim {
+        #[arg(long)]
+        robot: PathBuf,
+    },
+    /// Fleet tools: watch topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Print messages as JSON lines: {"topic": .., "payload": ..}.
+    Echo {
+        /// MQTT topic filter, e.g. robot/+/gps/fix or robot/#.
+        filter: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print payloads as hex instead of decoding them.
+        #[arg(long)]
+        raw: bool,
+        /// Exit after this many seconds without a message.
+        #[arg(long)]
+        idle_timeout_s: Option<f64>,
+    },
+}
+
+/// Broker options shared by the fleet tools; defaults come from the config file.
+#[derive(Args, Clone)]
+struct ConnArgs {
+    /// Broker URL (default: mqtt.url from the config).
+    #[arg(long)]
+    url: Option<String>,
+    /// Settings file (default: config/botbus.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    username: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+/// A failure that is the user's input, not the runtime: exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(e.to_string()))
+}
+
+fn load_settings(path: Option<&Path>) -> Result<LoadedSettings> {
+    Settings::load(path).map_err(usage)
+}
+
+fn load_robot(path: &Path) -> Result<Robot> {
+    Robot::load(path).map_err(usage)
+}
+
+fn init_logging(settings: &Settings, default_level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let level = default_level.unwrap_or(&settings.log.level);
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log.format {
+        botbus::config::settings::LogFormat::Json => builder.json().try_init(),
+        botbus::config::settings::LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn tool_settings(conn: &ConnArgs) -> Result<Settings> {
+    let mut s = load_settings(conn.config.as_deref())?.settings;
+    if let Some(u) = &conn.url {
+        botbus::bus::BrokerUrl::parse(u).map_err(|e| usage(format!("--url: {e}")))?;
+        s.mqtt.url = u.clone();
+    }
+    if let Some(u) = &conn.username {
+        s.mqtt.username = u.clone();
+    }
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    if let Some(p) = path(&conn.password_file) {
+        s.mqtt.password = String::new();
+        s.mqtt.password_file = p;
+    }
+    if let Some(p) = path(&conn.ca_file) {
+        s.mqtt.ca_file = p;
+    }
+    if let Some(p) = path(&conn.cert_file) {
+        s.mqtt.cert_file = p;
+    }
+    if let Some(p) = path(&conn.key_file) {
+        s.mqtt.key_file = p;
+    }
+    Ok(s)
+}
+
+fn tool_client_id(kind: &str) -> String {
+    format!("botbus-{kind}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_command(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { robot, config } => {
+            let loaded = load_settings(config.as_deref())?;
+            init_logging(&loaded.settings, None);
+            let robot = load_robot(&robot)?;
+            botbus::daemon::run(robot, loaded.settings, shutdown_signal())
+                .await
+                .context("daemon")?;
+        }
+        Command::Check { robot, config } => {
+            let loaded = load_settings(config.as_deref())?;
+            let robot = load_robot(&robot)?;
+            let s = &loaded.settings;
+            let topics = botbus::meta::Topics::new(&s.mqtt.topic_prefix, &robot.id);
+            let origin = loaded
+                .file
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into());
+            println!("settings: {origin}; broker {}", s.mqtt.url);
+            println!("robot {} ({}): {} devices", robot.id, robot.file.display(), robot.devices.len());
+            for (d, st) in robot.streams() {
+                let rate = st
+                    .min_interval
+                    .map(|i| format!("  max {:.3} Hz", 1.0 / i.as_secs_f64()))
+                    .unwrap_or_default();
+                println!(
+                    "  stream  {:<40} {:<26} qos {}{}  device {}{}",
+                    topics.sensor(&st.sensor),
+                    st.msg_type.name(),
+                    st.qos,
+                    if st.retain { " retained" } else { "" },
+                    d.name,
+                    rate
+                );
+            }
+            for (d, c) in robot.commands() {
+                println!(
+                    "  command {:<40} {:<26} qos 1  device {}  ack {}",
+                    topics.command(&c.actuator),
+                    c.msg_type.name(),
+                    d.name,
+                    topics.ack(&c.actuator)
+                );
+            }
+            for t in [topics.status(), topics.catalog()] {
+                println!("  meta    {t:<40} qos 1 retained");
+            }
+            println!("  meta    {:<40} qos 0 every {} s", topics.diagnostics(), s.diagnostics.period_s);
+            println!("ok");
+        }
+        Command::Demo { seconds } => {
+            let settings = Settings::default();
+            init_logging(&settings, Some("warn,rumqttd=off"));
+            let until = async move {
+                if seconds == 0 {
+                    shutdown_signal().await
+                } else {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+                        _ = shutdown_signal() => {}
+                    }
+                }
+            };
+            let mut out = std::io::stdout();
+            botbus::demo::run(until, &mut out).await?;
+        }
+        Command::Sim { robot } => {
+            init_logging(&Settings::default(), None);
+            let robot = load_robot(&robot)?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let sims = botbus::sim::start(&robot, &botbus::sim::SimOptions::default(), tx, stop_rx).await?;
+            for d in robot.devices.iter().filter(|d| !botbus::sim::supports(d)) {
+                eprintln!("sim: device {} ({}) is not simulated by this build", d.name, d.protocol.name());
+            }
+            for s in &sims {
+                match &s.linked {
+                    Some(l) => println!("{} ({}): {} <- {}", s.name, s.protocol, s.endpoint, l.display()),
+                    None => println!("{} ({}): {}", s.name, s.protocol, s.endpoint),
+                }
+            }
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            let sig = shutdown_signal();
+            tokio::pin!(sig);
+            loop {
+                tokio::select! {
+                    _ = &mut sig => break,
+                    r = rx.recv() => match r {
+                        Some(r) => println!("{} received: {}", r.device, r.line),
+                        None => break,
+                    }
+                }
+            }
+            for s in &sims {
+                if let Some(l) = &s.linked {
+                    let _ = std::fs::remove_file(l);
+                }
+            }
+        }
+        Command::Topic { command } => match command {
+            TopicCommand::Echo {
+                filter,
+                conn,
+                count,
+                raw,
+                idle_timeout_s,
+            } => {
+                let settings = tool_settings(&conn)?;
+                init_logging(&settings, Some("error"));
+                let cfg = BusConfig::from_settings(&settings, tool_client_id("echo")).map_err(usage)?;
+                let opts = botbus::fleet::echo::EchoOptions {
+                    count,
+                    raw,
+                    idle_timeout: idle_timeout_s.map(Duration::from_secs_f64),
+                };
+                let mut out = std::io::stdout();
+                let run = botbus::fleet::echo::echo(cfg, &filter, opts, &mut out);
+                tokio::select! {
+                    r = run => { r?; }
+                    _ = shutdown_signal() => {}
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("botbus: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run_command(cli));
+    // Device reads may sit in blocking calls; do not wait for them on exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                // Config errors already name the file and key path, one problem per line.
+                for line in u.0.lines() {
+                    eprintln!("botbus: {line}");
+                }
+            } else {
+                eprintln!("botbus: {e:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

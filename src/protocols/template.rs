@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
+    source: String,
     parts: Vec<Part>,
 }
 
@@ -73,7 +74,15 @@ impl Template {
         if !lit.is_empty() {
             parts.push(Part::Text(lit));
         }
-        Ok(Template { parts })
+        Ok(Template {
+            source: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written in the robot file.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The field paths the template reads.

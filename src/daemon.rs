@@ -1,0 +1,159 @@
+//! `botbus run`: wires a validated robot to the bus. Devices, diagnostics and the meta
+//! topics each run in their own task; shutdown publishes `offline` and disconnects cleanly.
+
+use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
+use crate::config::{Robot, Settings};
+use crate::device::{decoder_for, DeviceTask, WriteRequest};
+use crate::diagnostics::{self, DeviceDiag};
+use crate::meta::{self, Topics};
+use crate::state::{self, StateError};
+use crate::stream::StreamPublisher;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// How long a clean stop may take to flush what is in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A running daemon's parts that other layers (commands, tests, the demo) use.
+pub struct Running {
+    pub bus: BusHandle,
+    pub topics: Topics,
+    pub boot: u64,
+    pub device_writers: Vec<(String, mpsc::Sender<WriteRequest>, watch::Receiver<bool>)>,
+    pub diags: Vec<Arc<DeviceDiag>>,
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops cleanly.
+pub async fn run(
+    robot: Robot,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let running = start(&robot, &settings, stop_rx).await?;
+    shutdown.await;
+    tracing::info!(robot = %robot.id, "stopping");
+    stop(running, stop_tx).await;
+    Ok(())
+}
+
+/// Starts every task of the daemon.
+pub async fn start(
+    robot: &Robot,
+    settings: &Settings,
+    stop: watch::Receiver<bool>,
+) -> Result<Running, DaemonError> {
+    let boot = state::next_boot(&settings.state_dir(), &robot.id)?;
+    let topics = Topics::new(&settings.mqtt.topic_prefix, &robot.id);
+    let client_id = if settings.mqtt.client_id.is_empty() {
+        format!("botbus-{}", robot.id)
+    } else {
+        settings.mqtt.client_id.clone()
+    };
+    let mut cfg = BusConfig::from_settings(settings, client_id)?;
+    cfg.will = Some(meta::status_message(&topics, false, boot));
+    let catalog = meta::catalog(robot, &topics, boot);
+    cfg.birth = vec![
+        meta::status_message(&topics, true, boot),
+        meta::catalog_message(&topics, &catalog),
+    ];
+    if robot.commands().next().is_some() {
+        cfg.subscriptions.push((topics.commands_filter(), QoS::AtLeastOnce));
+    }
+    tracing::info!(
+        robot = %robot.id, boot, broker = %cfg.url,
+        streams = catalog.streams.len(), commands = catalog.commands.len(),
+        "starting"
+    );
+    let (bus, _incoming) = bus::start(cfg);
+
+    let mut diags = Vec::new();
+    let mut device_writers = Vec::new();
+    for device in &robot.devices {
+        let diag = DeviceDiag::new(device.name.clone());
+        let (wtx, wrx) = mpsc::channel(64);
+        let (link_tx, link_rx) = watch::channel(false);
+        let streams = device
+            .streams
+            .iter()
+            .map(|s| StreamPublisher::new(s, topics.sensor(&s.sensor)))
+            .collect();
+        let task = DeviceTask {
+            device: device.clone(),
+            decoder: decoder_for(device),
+            streams,
+            diag: diag.clone(),
+            bus: bus.clone(),
+            writes: wrx,
+            link: link_tx,
+        };
+        tokio::spawn(task.run(stop.clone()));
+        diags.push(diag);
+        device_writers.push((device.name.clone(), wtx, link_rx));
+    }
+
+    let period = Duration::from_secs_f64(settings.diagnostics.period_s);
+    tokio::spawn(publish_diagnostics(
+        bus.clone(),
+        topics.clone(),
+        robot.id.clone(),
+        diags.clone(),
+        period,
+        stop.clone(),
+    ));
+
+    Ok(Running {
+        bus,
+        topics,
+        boot,
+        device_writers,
+        diags,
+    })
+}
+
+/// Publishes `offline`, flushes in-flight messages and stops the devices.
+pub async fn stop(running: Running, stop_tx: watch::Sender<bool>) {
+    let offline = meta::status_message(&running.topics, false, running.boot);
+    running.bus.shutdown(vec![offline], SHUTDOWN_GRACE).await;
+    let _ = stop_tx.send(true);
+}
+
+async fn publish_diagnostics(
+    bus: BusHandle,
+    topics: Topics,
+    robot_id: String,
+    diags: Vec<Arc<DeviceDiag>>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let topic: Arc<str> = topics.diagnostics().into();
+    let mut seq = 0;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let report = diagnostics::report(seq, &robot_id, &diags, bus.stats());
+        seq += 1;
+        match rmp_serde::to_vec_named(&report) {
+            Ok(payload) => {
+                let _ = bus.publish(Outgoing::new(topic.clone(), payload, QoS::AtMostOnce, false));
+            }
+            Err(e) => tracing::error!("cannot encode diagnostics: {e}"),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `botbus demo`: an embedded broker (rumqttd), the simulated robot of `robots/demo.toml`,
+//! the daemon and a live decoded view, all in one process with nothing to install.
+
+use crate::bus::BusConfig;
+use crate::config::{Robot, Settings};
+use crate::daemon;
+use crate::fleet::echo::{self, ToolError};
+use crate::sim::{self, SimOptions};
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+pub const DEMO_ROBOT: &str = include_str!("../robots/demo.toml");
+
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error("embedded broker: {0}")]
+    Broker(String),
+    #[error("demo robot: {0}")]
+    Robot(#[from] crate::config::RobotFileError),
+    #[error(transparent)]
+    Sim(#[from] sim::SimError),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("state directory: {0}")]
+    State(std::io::Error),
+    #[error("output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Starts rumqttd on a free loopback port in its own thread; returns the port.
+pub fn start_broker() -> Result<u16, DemoError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Broker(e.to_string()))?
+        .port();
+    let text = format!(
+        r#"
+id = 0
+[router]
+id = 0
+max_connections = 64
+max_outgoing_packet_count = 200
+max_segment_size = 10485760
+max_segment_count = 10
+
+[v4.1]
+name = "demo"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+  [v4.1.connections]
+  connection_timeout_ms = 5000
+  max_payload_size = 1048576
+  max_inflight_count = 200
+  dynamic_filters = true
+"#
+    );
+    let config: rumqttd::Config =
+        toml::from_str(&text).map_err(|e| DemoError::Broker(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!("embedded broker stopped: {e}");
+            }
+        })
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(DemoError::Broker(format!("did not start listening on port {port}")))
+}
+
+/// Runs the demo until `until` resolves, printing JSON lines to `out`.
+pub async fn run(
+    until: impl Future<Output = ()>,
+    out: &mut (dyn Write + Send),
+) -> Result<(), DemoError> {
+    let port = start_broker()?;
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let state = std::env::temp_dir().join(format!("botbus-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&state).map_err(DemoError::State)?;
+
+    let mut robot = Robot::from_str(DEMO_ROBOT, Path::new("robots/demo.toml"))?;
+    let mut settings = Settings::default();
+    settings.mqtt.url = url.clone();
+    settings.state.dir = state.display().to_string();
+    settings.diagnostics.period_s = 2.0;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (rx_tx, mut received) = mpsc::channel(64);
+    let opts = SimOptions {
+        link_paths: false,
+        ..SimOptions::default()
+    };
+    let sims = sim::start(&robot, &opts, rx_tx, stop_rx.clone()).await?;
+    for s in &sims {
+        writeln!(out, "{}", serde_json::json!({"sim": s.name, "protocol": s.protocol, "path": s.endpoint}))?;
+    }
+    sim::rewire(&mut robot, &sims);
+    let running = daemon::start(&robot, &settings, stop_rx.clone()).await?;
+
+    let view_cfg = BusConfig::from_settings(&settings, format!("botbus-demo-view-{}", std::process::id()))
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    let (view, mut incoming) =
+        echo::connect_tool(view_cfg, &["robot/demo/#".to_string()], Duration::from_secs(10)).await?;
+
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => break,
+            m = incoming.recv() => match m {
+                Some(m) => writeln!(out, "{}", echo::render(&m, false))?,
+                None => break,
+            },
+            r = received.recv() => if let Some(r) = r {
+                writeln!(out, "{}", serde_json::json!({"device": r.device, "received": r.line}))?;
+            },
+        }
+        out.flush()?;
+    }
+    view.shutdown(Vec::new(), Duration::from_millis(300)).await;
+    daemon::stop(running, stop_tx).await;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Health counters: each device's and the bus's, counted where they happen and published
+//! as `robot/<id>/diagnostics`.
+
+use crate::bus::BusStats;
+use crate::messages::{Header, Time};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A device's counters, shared between its driver task and the diagnostics publisher.
+#[derive(Debug)]
+pub struct DeviceDiag {
+    pub name: String,
+    connected: AtomicBool,
+    frames: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// Errors since the last log line, so a noisy device logs a summary, not a flood.
+    log_gate: Mutex<(Instant, u64)>,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+impl DeviceDiag {
+    pub fn new(name: impl Into<String>) -> Arc<DeviceDiag> {
+        Arc::new(DeviceDiag {
+            name: name.into(),
+            connected: AtomicBool::new(false),
+            frames: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            log_gate: Mutex::new((Instant::now() - LOG_EVERY, 0)),
+        })
+    }
+
+    /// Records the link state; true when it changed, so callers log transitions only.
+    pub fn set_connected(&self, up: bool) -> bool {
+        self.connected.swap(up, Ordering::Relaxed) != up
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn frame(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts a bad frame or link problem and logs at most one line per few seconds.
+    pub fn error(&self, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut gate = self.log_gate.lock().unwrap_or_else(|e| e.into_inner());
+        gate.1 += 1;
+        if gate.0.elapsed() >= LOG_EVERY {
+            if gate.1 > 1 {
+                tracing::warn!(device = %self.name, errors = gate.1, "{message} (and {} more errors since the last report)", gate.1 - 1);
+            } else {
+                tracing::warn!(device = %self.name, "{message}");
+            }
+            *gate = (Instant::now(), 0);
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    /// Records a link problem without counting it as a bad frame twice in a row.
+    pub fn link_error(&self, message: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceReport {
+    pub name: String,
+    pub connected: bool,
+    pub frames: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MqttReport {
+    pub connected: bool,
+    pub reconnects: u64,
+    pub spooled: u64,
+    pub dropped: u64,
+}
+
+/// The `robot/<id>/diagnostics` payload.
+#[derive(Debug, Serialize)]
+pub struct DiagnosticsReport {
+    pub header: Header,
+    pub devices: Vec<DeviceReport>,
+    pub mqtt: MqttReport,
+}
+
+pub fn report(seq: u64, robot_id: &str, devices: &[Arc<DeviceDiag>], bus: &BusStats) -> DiagnosticsReport {
+    DiagnosticsReport {
+        header: Header {
+            seq,
+            stamp: Time::now(),
+            frame_id: robot_id.to_string(),
+        },
+        devices: devices
+            .iter()
+            .map(|d| DeviceReport {
+                name: d.name.clone(),
+                connected: d.is_connected(),
+                frames: d.frames(),
+                errors: d.errors(),
+                last_error: d.last_error(),
+            })
+            .collect(),
+        mqtt: MqttReport {
+            connected: bus.connected.load(Ordering::Relaxed),
+            reconnects: BusStats::get(&bus.reconnects),
+            spooled: BusStats::get(&bus.spooled),
+            dropped: BusStats::get(&bus.dropped),
+        },
+    }
+}

@@ -2,8 +2,9 @@
 //! topics each run in their own task; shutdown publishes `offline` and disconnects cleanly.
 
 use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
+use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::{Robot, Settings};
-use crate::device::{decoder_for, DeviceTask, WriteRequest};
+use crate::device::{decoder_for, DeviceTask};
 use crate::diagnostics::{self, DeviceDiag};
 use crate::meta::{self, Topics};
 use crate::state::{self, StateError};
@@ -30,8 +31,9 @@ pub struct Running {
     pub bus: BusHandle,
     pub topics: Topics,
     pub boot: u64,
-    pub device_writers: Vec<(String, mpsc::Sender<WriteRequest>, watch::Receiver<bool>)>,
+    pub devices: Vec<DeviceLink>,
     pub diags: Vec<Arc<DeviceDiag>>,
+    router: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops cleanly.
@@ -69,17 +71,18 @@ pub async fn start(
         meta::catalog_message(&topics, &catalog),
     ];
     if robot.commands().next().is_some() {
-        cfg.subscriptions.push((topics.commands_filter(), QoS::AtLeastOnce));
+        cfg.subscriptions
+            .push((topics.commands_filter(), QoS::AtLeastOnce));
     }
     tracing::info!(
         robot = %robot.id, boot, broker = %cfg.url,
         streams = catalog.streams.len(), commands = catalog.commands.len(),
         "starting"
     );
-    let (bus, _incoming) = bus::start(cfg);
+    let (bus, incoming) = bus::start(cfg);
 
     let mut diags = Vec::new();
-    let mut device_writers = Vec::new();
+    let mut devices = Vec::new();
     for device in &robot.devices {
         let diag = DeviceDiag::new(device.name.clone());
         let (wtx, wrx) = mpsc::channel(64);
@@ -100,8 +103,28 @@ pub async fn start(
         };
         tokio::spawn(task.run(stop.clone()));
         diags.push(diag);
-        device_writers.push((device.name.clone(), wtx, link_rx));
+        devices.push(DeviceLink {
+            name: device.name.clone(),
+            writer: wtx,
+            link: link_rx,
+        });
     }
+
+    let router = if robot.commands().next().is_some() {
+        let (rstop_tx, rstop_rx) = watch::channel(false);
+        let r = CommandRouter::new(
+            robot,
+            &devices,
+            bus.clone(),
+            topics.clone(),
+            settings.mqtt.max_payload_bytes,
+            state::robot_dir(&settings.state_dir(), &robot.id)?,
+        );
+        let links = devices.iter().map(|d| d.link.clone()).collect();
+        Some((rstop_tx, tokio::spawn(r.run(incoming, links, rstop_rx))))
+    } else {
+        None
+    };
 
     let period = Duration::from_secs_f64(settings.diagnostics.period_s);
     tokio::spawn(publish_diagnostics(
@@ -117,13 +140,19 @@ pub async fn start(
         bus,
         topics,
         boot,
-        device_writers,
+        devices,
         diags,
+        router,
     })
 }
 
-/// Publishes `offline`, flushes in-flight messages and stops the devices.
+/// Puts every actuator in its safe state, publishes `offline`, flushes in-flight messages
+/// and stops the devices, in that order: the safe values need the devices still open.
 pub async fn stop(running: Running, stop_tx: watch::Sender<bool>) {
+    if let Some((rstop, handle)) = running.router {
+        let _ = rstop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+    }
     let offline = meta::status_message(&running.topics, false, running.boot);
     running.bus.shutdown(vec![offline], SHUTDOWN_GRACE).await;
     let _ = stop_tx.send(true);
@@ -151,7 +180,12 @@ async fn publish_diagnostics(
         seq += 1;
         match rmp_serde::to_vec_named(&report) {
             Ok(payload) => {
-                let _ = bus.publish(Outgoing::new(topic.clone(), payload, QoS::AtMostOnce, false));
+                let _ = bus.publish(Outgoing::new(
+                    topic.clone(),
+                    payload,
+                    QoS::AtMostOnce,
+                    false,
+                ));
             }
             Err(e) => tracing::error!("cannot encode diagnostics: {e}"),
         }

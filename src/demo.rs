@@ -77,7 +77,9 @@ next_connection_delay_ms = 1
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(DemoError::Broker(format!("did not start listening on port {port}")))
+    Err(DemoError::Broker(format!(
+        "did not start listening on port {port}"
+    )))
 }
 
 /// Runs the demo until `until` resolves, printing JSON lines to `out`.
@@ -104,20 +106,45 @@ pub async fn run(
     };
     let sims = sim::start(&robot, &opts, rx_tx, stop_rx.clone()).await?;
     for s in &sims {
-        writeln!(out, "{}", serde_json::json!({"sim": s.name, "protocol": s.protocol, "path": s.endpoint}))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"sim": s.name, "protocol": s.protocol, "path": s.endpoint})
+        )?;
     }
     sim::rewire(&mut robot, &sims);
     let running = daemon::start(&robot, &settings, stop_rx.clone()).await?;
 
-    let view_cfg = BusConfig::from_settings(&settings, format!("botbus-demo-view-{}", std::process::id()))
-        .map_err(|e| DemoError::Broker(e.to_string()))?;
-    let (view, mut incoming) =
-        echo::connect_tool(view_cfg, &["robot/demo/#".to_string()], Duration::from_secs(10)).await?;
+    let view_cfg = BusConfig::from_settings(
+        &settings,
+        format!("botbus-demo-view-{}", std::process::id()),
+    )
+    .map_err(|e| DemoError::Broker(e.to_string()))?;
+    let (view, mut incoming) = echo::connect_tool(
+        view_cfg,
+        &["robot/demo/#".to_string()],
+        Duration::from_secs(10),
+    )
+    .await?;
 
     tokio::pin!(until);
+    let command_at = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(command_at);
+    let mut command_sent = false;
     loop {
         tokio::select! {
             _ = &mut until => break,
+            _ = &mut command_at, if !command_sent => {
+                command_sent = true;
+                let cmd = serde_json::json!({"id": 1, "linear": {"x": 0.3}, "angular": {"z": 0.1}});
+                writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("drive"), "command": cmd}))?;
+                let _ = view.publish(crate::bus::Outgoing::new(
+                    running.topics.command("drive"),
+                    crate::fleet::json::from_json(&cmd),
+                    crate::bus::QoS::AtLeastOnce,
+                    false,
+                ));
+            }
             m = incoming.recv() => match m {
                 Some(m) => writeln!(out, "{}", echo::render(&m, false))?,
                 None => break,

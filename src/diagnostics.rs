@@ -56,7 +56,10 @@ impl DeviceDiag {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts a bad frame or link problem and logs at most one line per few seconds.
@@ -106,7 +109,12 @@ pub struct DiagnosticsReport {
     pub mqtt: MqttReport,
 }
 
-pub fn report(seq: u64, robot_id: &str, devices: &[Arc<DeviceDiag>], bus: &BusStats) -> DiagnosticsReport {
+pub fn report(
+    seq: u64,
+    robot_id: &str,
+    devices: &[Arc<DeviceDiag>],
+    bus: &BusStats,
+) -> DiagnosticsReport {
     DiagnosticsReport {
         header: Header {
             seq,

@@ -9,6 +9,8 @@
 //! - [`device`]: the thin async driver of one device: reconnect, read, decode, write.
 //! - [`stream`]: per-topic `seq`, rate limiting and encoding of telemetry.
 //! - [`bus`]: the one task that owns the MQTT connection, and the handle to it.
+//! - [`safety`]: the command checks (limits, age, rate, e-stop) and the deadman.
+//! - [`commands`]: routes commands through [`safety`] to devices and publishes acks.
 //! - [`meta`]: topic names, the `status` and `catalog` payloads.
 //! - [`diagnostics`]: device and bus counters, published periodically.
 //! - [`state`]: the boot counter in the state directory.
@@ -19,6 +21,7 @@
 //! - [`backoff`]: jittered exponential backoff.
 pub mod backoff;
 pub mod bus;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -28,6 +31,7 @@ pub mod fleet;
 pub mod messages;
 pub mod meta;
 pub mod protocols;
+pub mod safety;
 pub mod sim;
 pub mod state;
 pub mod stream;

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "botbus", version, about = "Robot telemetry bridge: serial and CAN devices to MQTT as MessagePack")]
+#[command(
+    name = "botbus",
+    version,
+    about = "Robot telemetry bridge: serial and CAN devices to MQTT as MessagePack"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,10 +47,22 @@ enum Command {
         #[arg(long)]
         robot: PathBuf,
     },
-    /// Fleet tools: watch topics.
+    /// Fleet tools: watch and publish topics.
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
+    },
+    /// Send a command to a robot's actuator and wait for its ack.
+    /// Exit code: 0 accepted, 1 rejected, 3 no ack in time.
+    Cmd {
+        robot: String,
+        actuator: String,
+        /// The command as JSON, e.g. '{"linear": {"x": 0.5}}'.
+        json: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
     },
 }
 
@@ -67,6 +83,17 @@ enum TopicCommand {
         /// Exit after this many seconds without a message.
         #[arg(long)]
         idle_timeout_s: Option<f64>,
+    },
+    /// Encode JSON as MessagePack and publish it.
+    Pub {
+        topic: String,
+        json: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        #[arg(long)]
+        retain: bool,
     },
 }
 
@@ -101,6 +128,16 @@ impl std::fmt::Display for UsageError {
     }
 }
 impl std::error::Error for UsageError {}
+
+/// A chosen exit code with nothing more to print (e.g. `cmd`'s 0/1/3).
+#[derive(Debug)]
+struct Exit(u8);
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
 
 fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(UsageError(e.to_string()))
@@ -157,7 +194,11 @@ fn tool_settings(conn: &ConnArgs) -> Result<Settings> {
 }
 
 fn tool_client_id(kind: &str) -> String {
-    format!("botbus-{kind}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "botbus-{kind}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -196,7 +237,12 @@ async fn run_command(cli: Cli) -> Result<()> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in defaults".into());
             println!("settings: {origin}; broker {}", s.mqtt.url);
-            println!("robot {} ({}): {} devices", robot.id, robot.file.display(), robot.devices.len());
+            println!(
+                "robot {} ({}): {} devices",
+                robot.id,
+                robot.file.display(),
+                robot.devices.len()
+            );
             for (d, st) in robot.streams() {
                 let rate = st
                     .min_interval
@@ -224,7 +270,11 @@ async fn run_command(cli: Cli) -> Result<()> {
             for t in [topics.status(), topics.catalog()] {
                 println!("  meta    {t:<40} qos 1 retained");
             }
-            println!("  meta    {:<40} qos 0 every {} s", topics.diagnostics(), s.diagnostics.period_s);
+            println!(
+                "  meta    {:<40} qos 0 every {} s",
+                topics.diagnostics(),
+                s.diagnostics.period_s
+            );
             println!("ok");
         }
         Command::Demo { seconds } => {
@@ -248,13 +298,24 @@ async fn run_command(cli: Cli) -> Result<()> {
             let robot = load_robot(&robot)?;
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
             let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let sims = botbus::sim::start(&robot, &botbus::sim::SimOptions::default(), tx, stop_rx).await?;
+            let sims = botbus::sim::start(&robot, &botbus::sim::SimOptions::default(), tx, stop_rx)
+                .await?;
             for d in robot.devices.iter().filter(|d| !botbus::sim::supports(d)) {
-                eprintln!("sim: device {} ({}) is not simulated by this build", d.name, d.protocol.name());
+                eprintln!(
+                    "sim: device {} ({}) is not simulated by this build",
+                    d.name,
+                    d.protocol.name()
+                );
             }
             for s in &sims {
                 match &s.linked {
-                    Some(l) => println!("{} ({}): {} <- {}", s.name, s.protocol, s.endpoint, l.display()),
+                    Some(l) => println!(
+                        "{} ({}): {} <- {}",
+                        s.name,
+                        s.protocol,
+                        s.endpoint,
+                        l.display()
+                    ),
                     None => println!("{} ({}): {}", s.name, s.protocol, s.endpoint),
                 }
             }
@@ -277,6 +338,43 @@ async fn run_command(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Cmd {
+            robot,
+            actuator,
+            json,
+            conn,
+            timeout_ms,
+        } => {
+            let settings = tool_settings(&conn)?;
+            init_logging(&settings, Some("error"));
+            let value = botbus::fleet::cmd::parse_json(&json).map_err(usage)?;
+            let cfg = BusConfig::from_settings(&settings, tool_client_id("cmd")).map_err(usage)?;
+            let outcome = botbus::fleet::cmd::send_command(
+                cfg,
+                &settings.mqtt.topic_prefix,
+                &robot,
+                &actuator,
+                value,
+                Duration::from_millis(timeout_ms),
+            )
+            .await?;
+            use botbus::fleet::cmd::CmdOutcome;
+            match &outcome {
+                CmdOutcome::Accepted(a) => println!("{a}"),
+                CmdOutcome::Rejected(a) => {
+                    println!("{a}");
+                    let reason = a
+                        .get("error")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("rejected");
+                    eprintln!("botbus: command rejected: {reason}");
+                }
+                CmdOutcome::NoAck => {
+                    eprintln!("botbus: no ack from {robot}/{actuator} within {timeout_ms} ms")
+                }
+            }
+            return Err(anyhow::Error::new(Exit(outcome.exit_code())));
+        }
         Command::Topic { command } => match command {
             TopicCommand::Echo {
                 filter,
@@ -287,7 +385,8 @@ async fn run_command(cli: Cli) -> Result<()> {
             } => {
                 let settings = tool_settings(&conn)?;
                 init_logging(&settings, Some("error"));
-                let cfg = BusConfig::from_settings(&settings, tool_client_id("echo")).map_err(usage)?;
+                let cfg =
+                    BusConfig::from_settings(&settings, tool_client_id("echo")).map_err(usage)?;
                 let opts = botbus::fleet::echo::EchoOptions {
                     count,
                     raw,
@@ -299,6 +398,20 @@ async fn run_command(cli: Cli) -> Result<()> {
                     r = run => { r?; }
                     _ = shutdown_signal() => {}
                 }
+            }
+            TopicCommand::Pub {
+                topic,
+                json,
+                conn,
+                qos,
+                retain,
+            } => {
+                let settings = tool_settings(&conn)?;
+                init_logging(&settings, Some("error"));
+                let value = botbus::fleet::cmd::parse_json(&json).map_err(usage)?;
+                let cfg =
+                    BusConfig::from_settings(&settings, tool_client_id("pub")).map_err(usage)?;
+                botbus::fleet::cmd::publish_json(cfg, &topic, &value, qos, retain).await?;
             }
         },
     }
@@ -319,8 +432,15 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
-            let code = if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
             if let Some(u) = e.downcast_ref::<UsageError>() {
                 // Config errors already name the file and key path, one problem per line.
                 for line in u.0.lines() {

@@ -83,7 +83,12 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn new(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Self {
+    pub fn new(
+        topic: impl Into<Arc<str>>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Self {
         Outgoing {
             topic: topic.into(),
             payload: payload.into(),
@@ -240,13 +245,15 @@ pub struct BusHandle {
 impl BusHandle {
     /// Queues a message without waiting. A full queue drops it and counts the drop.
     pub fn publish(&self, msg: Outgoing) -> Result<(), BusError> {
-        self.tx.try_send(Command::Publish(msg)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                BusError::Full
-            }
-            mpsc::error::TrySendError::Closed(_) => BusError::Closed,
-        })
+        self.tx
+            .try_send(Command::Publish(msg))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    BusError::Full
+                }
+                mpsc::error::TrySendError::Closed(_) => BusError::Closed,
+            })
     }
 
     /// Replaces the messages published on every (re)connection.

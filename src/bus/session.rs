@@ -256,7 +256,10 @@ mod tests {
         }
         s.on_packet(Packet::PubAck(PubAck::new(2))).unwrap();
         let topics: Vec<_> = s.into_unacked().into_iter().map(|m| m.topic).collect();
-        assert_eq!(topics, vec!["a".into(), "c".into()] as Vec<std::sync::Arc<str>>);
+        assert_eq!(
+            topics,
+            vec!["a".into(), "c".into()] as Vec<std::sync::Arc<str>>
+        );
     }
 
     #[test]
@@ -264,7 +267,11 @@ mod tests {
         let mut s = Session::new(10);
         let mut p = Publish::new("cmd", QoS::ExactlyOnce, b"1".to_vec());
         p.pkid = 7;
-        assert!(s.on_packet(Packet::Publish(p.clone())).unwrap().message.is_some());
+        assert!(s
+            .on_packet(Packet::Publish(p.clone()))
+            .unwrap()
+            .message
+            .is_some());
         assert!(s.on_packet(Packet::Publish(p)).unwrap().message.is_none());
         let r = s.on_packet(Packet::PubRel(PubRel::new(7))).unwrap();
         assert_eq!(r.reply, Some(Packet::PubComp(PubComp::new(7))));

@@ -60,7 +60,14 @@ impl std::fmt::Debug for MqttConfig {
             .field("topic_prefix", &self.topic_prefix)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("username", &self.username)
-            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("password_file", &self.password_file)
             .field("ca_file", &self.ca_file)
             .field("cert_file", &self.cert_file)
@@ -178,10 +185,12 @@ impl Settings {
         };
         let built = builder.build().map_err(invalid)?;
         let settings: Settings = built.try_deserialize().map_err(invalid)?;
-        settings.validate().map_err(|message| SettingsError::Invalid {
-            origin: origin.clone(),
-            message,
-        })?;
+        settings
+            .validate()
+            .map_err(|message| SettingsError::Invalid {
+                origin: origin.clone(),
+                message,
+            })?;
         Ok(settings)
     }
 
@@ -204,13 +213,23 @@ impl Settings {
             return Err("mqtt.password and mqtt.password_file: give one, not both".into());
         }
         if m.cert_file.is_empty() != m.key_file.is_empty() {
-            return Err("mqtt.cert_file and mqtt.key_file: client authentication needs both".into());
+            return Err(
+                "mqtt.cert_file and mqtt.key_file: client authentication needs both".into(),
+            );
         }
-        if !(self.diagnostics.period_s > 0.0) {
+        if self.diagnostics.period_s.is_nan() || self.diagnostics.period_s <= 0.0 {
             return Err("diagnostics.period_s: must be greater than 0".into());
         }
-        if self.log.level.parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
-            return Err(format!("log.level: `{}` is not a log filter", self.log.level));
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::EnvFilter>()
+            .is_err()
+        {
+            return Err(format!(
+                "log.level: `{}` is not a log filter",
+                self.log.level
+            ));
         }
         Ok(())
     }
@@ -230,12 +249,11 @@ impl Settings {
     pub fn password(&self) -> Result<Option<String>, SettingsError> {
         let m = &self.mqtt;
         if !m.password_file.is_empty() {
-            let text = std::fs::read_to_string(&m.password_file).map_err(|e| {
-                SettingsError::Invalid {
+            let text =
+                std::fs::read_to_string(&m.password_file).map_err(|e| SettingsError::Invalid {
                     origin: m.password_file.clone(),
                     message: format!("mqtt.password_file: cannot read: {e}"),
-                }
-            })?;
+                })?;
             return Ok(Some(text.lines().next().unwrap_or("").to_string()));
         }
         Ok((!m.password.is_empty()).then(|| m.password.clone()))
@@ -272,10 +290,17 @@ mod tests {
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("b.toml");
-        std::fs::write(&f, "[mqtt]\nurl = \"mqtt://10.0.0.1:1883\"\nkeep_alive_s = 9\n").unwrap();
+        std::fs::write(
+            &f,
+            "[mqtt]\nurl = \"mqtt://10.0.0.1:1883\"\nkeep_alive_s = 9\n",
+        )
+        .unwrap();
         let s = Settings::load_with_env(
             Some(&f),
-            env(&[("BOTBUS_MQTT__URL", "mqtt://127.0.0.1:1999"), ("HOME", "/x")]),
+            env(&[
+                ("BOTBUS_MQTT__URL", "mqtt://127.0.0.1:1999"),
+                ("HOME", "/x"),
+            ]),
         )
         .unwrap()
         .settings;
@@ -285,8 +310,8 @@ mod tests {
 
     #[test]
     fn a_missing_explicit_file_is_an_error() {
-        let e = Settings::load_with_env(Some(Path::new("/nonexistent/b.toml")), env(&[]))
-            .unwrap_err();
+        let e =
+            Settings::load_with_env(Some(Path::new("/nonexistent/b.toml")), env(&[])).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/b.toml: no such file"));
     }
 
@@ -295,10 +320,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("b.toml");
         std::fs::write(&f, "[mqtt]\nurll = \"x\"\n").unwrap();
-        let e = Settings::load_with_env(Some(&f), env(&[])).unwrap_err().to_string();
+        let e = Settings::load_with_env(Some(&f), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("urll"), "{e}");
         std::fs::write(&f, "[mqtt]\nurl = \"http://x\"\n").unwrap();
-        let e = Settings::load_with_env(Some(&f), env(&[])).unwrap_err().to_string();
+        let e = Settings::load_with_env(Some(&f), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt.url"), "{e}");
     }
 

@@ -2,8 +2,8 @@
 //! path where it was found. Only a validated robot builds anything.
 
 use super::robot::*;
-use crate::protocols::template::Template;
 use crate::messages::{FieldKind, MessageType, Scalar};
+use crate::protocols::template::Template;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -158,8 +158,7 @@ impl Robot {
                 message,
             }],
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         Robot::from_str(&text, path)
     }
 
@@ -383,8 +382,7 @@ impl Validator {
         let ok = !name.is_empty()
             && parts.iter().all(|p| {
                 !p.is_empty()
-                    && p
-                        .bytes()
+                    && p.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             });
         if !ok {
@@ -484,7 +482,10 @@ impl Validator {
                 let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
                 self.problem(
                     format!("{at}.type"),
-                    format!("`{t}` is not available here; use one of {}", names.join(", ")),
+                    format!(
+                        "`{t}` is not available here; use one of {}",
+                        names.join(", ")
+                    ),
                 );
                 None
             }
@@ -542,20 +543,41 @@ impl Validator {
         let mut streams = Vec::new();
         for (i, s) in d.streams.into_iter().enumerate() {
             let sat = format!("{at}.streams[{i}]");
-            let t = self.msg_type(&sat, &s.msg_type, &[MessageType::NavSatFix, MessageType::Map]);
-            let common =
-                self.stream_common(&sat, &s.sensor, s.qos, s.max_rate_hz, s.frame_id, &device_frame);
+            let t = self.msg_type(
+                &sat,
+                &s.msg_type,
+                &[MessageType::NavSatFix, MessageType::Map],
+            );
+            let common = self.stream_common(
+                &sat,
+                &s.sensor,
+                s.qos,
+                s.max_rate_hz,
+                s.frame_id,
+                &device_frame,
+            );
             let source = s.source.trim().to_ascii_uppercase();
             let source_ok = (3..=6).contains(&source.len())
                 && source.bytes().all(|b| b.is_ascii_alphanumeric());
             if !source_ok {
                 self.problem(
                     format!("{sat}.source"),
-                    format!("`{}` is not an NMEA sentence name such as GGA or RMC", s.source),
+                    format!(
+                        "`{}` is not an NMEA sentence name such as GGA or RMC",
+                        s.source
+                    ),
                 );
             }
-            let formatter = if source.len() == 5 { &source[2..] } else { &source[..] };
-            if t == Some(MessageType::NavSatFix) && source_ok && formatter != "GGA" && formatter != "RMC" {
+            let formatter = if source.len() == 5 {
+                &source[2..]
+            } else {
+                &source[..]
+            };
+            if t == Some(MessageType::NavSatFix)
+                && source_ok
+                && formatter != "GGA"
+                && formatter != "RMC"
+            {
                 self.problem(
                     format!("{sat}.source"),
                     format!("sensor_msgs/NavSatFix is built from GGA or RMC, not `{source}`; use type \"map\" for other sentences"),
@@ -608,7 +630,10 @@ impl Validator {
                 ','
             }
             (Some(_), _) => {
-                self.problem(format!("{at}.delimiter"), "only format \"csv\" takes a delimiter");
+                self.problem(
+                    format!("{at}.delimiter"),
+                    "only format \"csv\" takes a delimiter",
+                );
                 ','
             }
         };
@@ -620,8 +645,14 @@ impl Validator {
         for (i, s) in d.streams.into_iter().enumerate() {
             let sat = format!("{at}.streams[{i}]");
             let t = self.msg_type(&sat, &s.msg_type, &all_types);
-            let common =
-                self.stream_common(&sat, &s.sensor, s.qos, s.max_rate_hz, s.frame_id, &device_frame);
+            let common = self.stream_common(
+                &sat,
+                &s.sensor,
+                s.qos,
+                s.max_rate_hz,
+                s.frame_id,
+                &device_frame,
+            );
             let mut when = Vec::new();
             for (k, v) in s.when {
                 match scalar_text(&v) {
@@ -637,7 +668,10 @@ impl Validator {
             flatten(&toml::Value::Table(s.fields), "", &mut flat);
             for (path, v) in flat {
                 let Some(key) = v.as_str() else {
-                    self.problem(format!("{sat}.fields.{path}"), "must be the name of a line key (a string)");
+                    self.problem(
+                        format!("{sat}.fields.{path}"),
+                        "must be the name of a line key (a string)",
+                    );
                     continue;
                 };
                 if let Some(t) = t {
@@ -726,7 +760,11 @@ impl Validator {
         if let Some(tpl) = &template {
             for p in tpl.paths() {
                 match t.kind_of(p) {
-                    Some(k) if k.is_numeric() || k == FieldKind::Bool || k == FieldKind::Str || k == FieldKind::Any => {}
+                    Some(k)
+                        if k.is_numeric()
+                            || k == FieldKind::Bool
+                            || k == FieldKind::Str
+                            || k == FieldKind::Any => {}
                     _ => {
                         self.problem(
                             format!("{at}.template"),
@@ -749,9 +787,10 @@ impl Validator {
             });
             match (pair, t.kind_of(&path)) {
                 (_, None) => self.problem(pat, format!("`{path}` is not a field of {t}")),
-                (_, Some(k)) if !k.is_numeric() && k != FieldKind::Any => {
-                    self.problem(pat, format!("`{path}` is not numeric; limits apply to numbers"))
-                }
+                (_, Some(k)) if !k.is_numeric() && k != FieldKind::Any => self.problem(
+                    pat,
+                    format!("`{path}` is not numeric; limits apply to numbers"),
+                ),
                 (Some((min, max)), Some(_)) if min.is_finite() && max.is_finite() && min <= max => {
                     limits.push(Limit { path, min, max })
                 }
@@ -781,21 +820,30 @@ impl Validator {
                 (toml::Value::Boolean(b), _) => Scalar::Bool(*b),
                 (toml::Value::String(s), FieldKind::Str | FieldKind::Any) => Scalar::Str(s.clone()),
                 _ => {
-                    self.problem(pat, "must be a finite number, bool or string matching the field");
+                    self.problem(
+                        pat,
+                        "must be a finite number, bool or string matching the field",
+                    );
                     ok = false;
                     continue;
                 }
             };
             if let (Some(l), Some(x)) = (limits.iter().find(|l| l.path == path), value.as_f64()) {
                 if x < l.min || x > l.max {
-                    self.problem(pat, format!("{x} is outside the limits [{}, {}]", l.min, l.max));
+                    self.problem(
+                        pat,
+                        format!("{x} is outside the limits [{}, {}]", l.min, l.max),
+                    );
                     ok = false;
                 }
             }
             safe.push((path, value));
         }
         if c.timeout_ms == Some(0) {
-            self.problem(format!("{at}.timeout_ms"), "must be greater than 0 (omit it for no deadman)");
+            self.problem(
+                format!("{at}.timeout_ms"),
+                "must be greater than 0 (omit it for no deadman)",
+            );
             ok = false;
         }
         (ok && template.is_some() && rate.is_some()).then(|| CommandSpec {
@@ -834,7 +882,10 @@ impl Validator {
                 if let Some(prev) = actuators.insert(&c.actuator, &d.name) {
                     self.problem(
                         format!("devices[{i}].commands"),
-                        format!("duplicate actuator `{}` (also on device `{prev}`)", c.actuator),
+                        format!(
+                            "duplicate actuator `{}` (also on device `{prev}`)",
+                            c.actuator
+                        ),
                     );
                 }
             }

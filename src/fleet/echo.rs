@@ -46,7 +46,10 @@ pub async fn connect_tool(
     filters: &[String],
     connect_timeout: Duration,
 ) -> Result<(bus::BusHandle, tokio::sync::mpsc::Receiver<Incoming>), ToolError> {
-    cfg.subscriptions = filters.iter().map(|f| (f.clone(), QoS::AtLeastOnce)).collect();
+    cfg.subscriptions = filters
+        .iter()
+        .map(|f| (f.clone(), QoS::AtLeastOnce))
+        .collect();
     cfg.incoming_capacity = 65_536;
     let url = cfg.url.to_string();
     let (handle, rx) = bus::start(cfg);
@@ -63,7 +66,8 @@ pub fn check_filter(filter: &str) -> Result<(), ToolError> {
     let levels: Vec<&str> = filter.split('/').collect();
     let bad = filter.is_empty()
         || levels.iter().enumerate().any(|(i, l)| {
-            (l.contains('#') && (*l != "#" || i + 1 != levels.len())) || (l.contains('+') && *l != "+")
+            (l.contains('#') && (*l != "#" || i + 1 != levels.len()))
+                || (l.contains('+') && *l != "+")
         });
     if bad {
         return Err(ToolError::Invalid(format!(
@@ -80,7 +84,8 @@ pub async fn echo(
     out: &mut (dyn Write + Send),
 ) -> Result<u64, ToolError> {
     check_filter(filter)?;
-    let (handle, mut rx) = connect_tool(cfg, &[filter.to_string()], Duration::from_secs(10)).await?;
+    let (handle, mut rx) =
+        connect_tool(cfg, &[filter.to_string()], Duration::from_secs(10)).await?;
     let mut seen = 0;
     loop {
         if opts.count.is_some_and(|c| seen >= c) {
@@ -98,6 +103,8 @@ pub async fn echo(
         out.flush()?;
         seen += 1;
     }
-    handle.shutdown(Vec::new(), Duration::from_millis(500)).await;
+    handle
+        .shutdown(Vec::new(), Duration::from_millis(500))
+        .await;
     Ok(seen)
 }

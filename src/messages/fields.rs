@@ -8,7 +8,10 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     Float,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Bool,
     Str,
     Bytes,
@@ -27,7 +30,10 @@ pub enum FieldError {
     #[error("no such field")]
     Unknown,
     #[error("`{value}` is not a valid {expected}")]
-    Convert { value: String, expected: &'static str },
+    Convert {
+        value: String,
+        expected: &'static str,
+    },
     #[error("index {0} is beyond the limit of 256 elements")]
     Index(usize),
 }
@@ -129,7 +135,7 @@ impl Fields for u64 {
         Ok(())
     }
     fn get_path(&self, path: &str) -> Option<Scalar> {
-        path.is_empty().then(|| Scalar::Int(*self as i64))
+        path.is_empty().then_some(Scalar::Int(*self as i64))
     }
     fn kind_of(path: &str) -> Option<FieldKind> {
         path.is_empty().then_some(FieldKind::Int {
@@ -319,6 +325,9 @@ mod tests {
         let mut v: Vec<f64> = Vec::new();
         v.set_path("[2]", &Scalar::Float(1.5)).unwrap();
         assert_eq!(v, vec![0.0, 0.0, 1.5]);
-        assert_eq!(v.set_path("[300]", &Scalar::Float(1.0)), Err(FieldError::Index(300)));
+        assert_eq!(
+            v.set_path("[300]", &Scalar::Float(1.0)),
+            Err(FieldError::Index(300))
+        );
     }
 }

@@ -610,10 +610,16 @@ mod tests {
             MessageType::NavSatFix.kind_of("position_covariance[8]"),
             Some(FieldKind::Float)
         );
-        assert_eq!(MessageType::NavSatFix.kind_of("position_covariance[9]"), None);
+        assert_eq!(
+            MessageType::NavSatFix.kind_of("position_covariance[9]"),
+            None
+        );
         assert_eq!(
             MessageType::NavSatFix.kind_of("status.status"),
-            Some(FieldKind::Int { min: -128, max: 127 })
+            Some(FieldKind::Int {
+                min: -128,
+                max: 127
+            })
         );
     }
 
@@ -631,16 +637,28 @@ mod tests {
         let header = map[0].1.as_map().unwrap();
         assert_eq!(header[0].0.as_str(), Some("seq"));
         assert_eq!(header[0].1.as_u64(), Some(3));
-        let voltage = map.iter().find(|(k, _)| k.as_str() == Some("voltage")).unwrap();
+        let voltage = map
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("voltage"))
+            .unwrap();
         assert_eq!(voltage.1.as_f64(), Some(12.5));
-        let current = map.iter().find(|(k, _)| k.as_str() == Some("current")).unwrap();
+        let current = map
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("current"))
+            .unwrap();
         assert!(current.1.as_f64().unwrap().is_nan());
     }
 
     #[test]
     fn time_before_epoch_keeps_nanos_positive() {
         let t = Time::from(UNIX_EPOCH - std::time::Duration::from_millis(1500));
-        assert_eq!(t, Time { sec: -2, nanosec: 500_000_000 });
+        assert_eq!(
+            t,
+            Time {
+                sec: -2,
+                nanosec: 500_000_000
+            }
+        );
     }
 
     #[test]

@@ -105,7 +105,10 @@ mod tests {
     fn an_overlong_line_is_reported_once_and_framing_recovers() {
         let mut f = LineFramer::new(4);
         let out = lines(&mut f, &[b"abcdefgh", b"ijk", b"l\nok\n"]);
-        assert_eq!(out, vec![Err(FramingError::TooLong { max: 4 }), Ok(b"ok".to_vec())]);
+        assert_eq!(
+            out,
+            vec![Err(FramingError::TooLong { max: 4 }), Ok(b"ok".to_vec())]
+        );
     }
 
     proptest! {

@@ -295,7 +295,12 @@ mod tests {
     use crate::messages::{BatteryState, Imu};
     use proptest::prelude::*;
 
-    fn stream(sensor: &str, t: MessageType, when: &[(&str, &str)], fields: &[(&str, &str)]) -> StreamSpec {
+    fn stream(
+        sensor: &str,
+        t: MessageType,
+        when: &[(&str, &str)],
+        fields: &[(&str, &str)],
+    ) -> StreamSpec {
         StreamSpec {
             sensor: sensor.into(),
             msg_type: t,
@@ -304,8 +309,14 @@ mod tests {
             min_interval: None,
             frame_id: "base".into(),
             select: StreamSelect::Lines {
-                when: when.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
-                fields: fields.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+                when: when
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+                fields: fields
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
             },
         }
     }
@@ -355,7 +366,10 @@ mod tests {
                 "imu",
                 MessageType::Imu,
                 &[("tag", "IMU")],
-                &[("linear_acceleration.z", "az"), ("angular_velocity.x", "gx")],
+                &[
+                    ("linear_acceleration.z", "az"),
+                    ("angular_velocity.x", "gx"),
+                ],
             ),
         ]
     }
@@ -369,12 +383,23 @@ mod tests {
         );
         let s = samples(&out);
         assert_eq!(s.len(), 2);
-        let Message::BatteryState(BatteryState { voltage, current, percentage, .. }) = &s[0].1 else {
+        let Message::BatteryState(BatteryState {
+            voltage,
+            current,
+            percentage,
+            ..
+        }) = &s[0].1
+        else {
             panic!()
         };
         assert_eq!((*voltage, *current), (12.4, 0.8));
         assert!(percentage.is_nan());
-        let Message::Imu(Imu { linear_acceleration, angular_velocity, .. }) = &s[1].1 else {
+        let Message::Imu(Imu {
+            linear_acceleration,
+            angular_velocity,
+            ..
+        }) = &s[1].1
+        else {
             panic!()
         };
         assert_eq!(linear_acceleration.z, 9.81);
@@ -385,7 +410,11 @@ mod tests {
 
     #[test]
     fn unconvertible_or_missing_values_are_errors_not_samples() {
-        let out = run(&kv(), &battery_and_imu(), b"tag=BAT v=twelve i=0.8\ntag=BAT v=12\nnonsense\n");
+        let out = run(
+            &kv(),
+            &battery_and_imu(),
+            b"tag=BAT v=twelve i=0.8\ntag=BAT v=12\nnonsense\n",
+        );
         assert!(samples(&out).is_empty());
         assert_eq!(
             errors(&out),
@@ -412,7 +441,9 @@ mod tests {
         )];
         let out = run(&p, &streams, b"BAT, 11.9, -1.5\nBAT,1\n");
         let s = samples(&out);
-        let Message::BatteryState(b) = &s[0].1 else { panic!() };
+        let Message::BatteryState(b) = &s[0].1 else {
+            panic!()
+        };
         assert_eq!((b.voltage, b.current), (11.9, -1.5));
         assert_eq!(errors(&out), vec!["expected 3 csv columns, found 2"]);
     }
@@ -426,15 +457,26 @@ mod tests {
         };
         let streams = vec![
             stream("odom", MessageType::Map, &[("type", "odom")], &[]),
-            stream("temp", MessageType::Temperature, &[], &[("temperature", "t.c")]),
+            stream(
+                "temp",
+                MessageType::Temperature,
+                &[],
+                &[("temperature", "t.c")],
+            ),
         ];
-        let out = run(&p, &streams, b"{\"type\":\"odom\",\"ticks\":[3,4],\"ok\":true}\n{\"t\":{\"c\":21.5}}\n[1]\n");
+        let out = run(
+            &p,
+            &streams,
+            b"{\"type\":\"odom\",\"ticks\":[3,4],\"ok\":true}\n{\"t\":{\"c\":21.5}}\n[1]\n",
+        );
         let s = samples(&out);
         let Message::Map(m) = &s[0].1 else { panic!() };
         assert_eq!(m.get("ticks[1]"), Some(&Scalar::Int(4)));
         assert_eq!(m.get("ok"), Some(&Scalar::Bool(true)));
         assert_eq!(m.get("type"), None, "selector keys are not repeated");
-        let Message::Temperature(t) = &s[1].1 else { panic!() };
+        let Message::Temperature(t) = &s[1].1 else {
+            panic!()
+        };
         assert_eq!(t.temperature, 21.5);
         // A stream without `when` takes every line, so the odom line lacks its key.
         assert_eq!(
@@ -448,7 +490,11 @@ mod tests {
 
     #[test]
     fn binary_garbage_is_an_error_and_the_next_line_still_parses() {
-        let out = run(&kv(), &battery_and_imu(), b"\xff\xfe\x00\ntag=BAT v=1 i=2\n");
+        let out = run(
+            &kv(),
+            &battery_and_imu(),
+            b"\xff\xfe\x00\ntag=BAT v=1 i=2\n",
+        );
         assert_eq!(samples(&out).len(), 1);
         assert_eq!(errors(&out), vec!["line is not UTF-8 text"]);
     }

@@ -483,7 +483,10 @@ mod tests {
         assert!((f.altitude - (545.4 + 46.9)).abs() < 1e-9);
         assert_eq!(f.status.status, NavSatStatus::STATUS_FIX);
         assert_eq!(f.status.service, NavSatStatus::SERVICE_GPS);
-        assert_eq!(f.position_covariance_type, NavSatFix::COVARIANCE_TYPE_APPROXIMATED);
+        assert_eq!(
+            f.position_covariance_type,
+            NavSatFix::COVARIANCE_TYPE_APPROXIMATED
+        );
         assert!((f.position_covariance[0] - (0.9f64 * 4.0).powi(2)).abs() < 1e-9);
         assert_eq!(f.header.frame_id, "gps");
         assert_eq!(f.header.stamp, Time { sec: 1, nanosec: 2 });
@@ -532,7 +535,11 @@ mod tests {
     #[test]
     fn map_type_gives_every_parsed_field() {
         let out = run(&[stream("GGA", MessageType::Map)], GGA);
-        let Output::Sample { message: Message::Map(m), .. } = &out[1] else {
+        let Output::Sample {
+            message: Message::Map(m),
+            ..
+        } = &out[1]
+        else {
             panic!("{out:?}")
         };
         assert_eq!(m.get("sentence"), Some(&Scalar::Str("GPGGA".into())));
@@ -567,7 +574,10 @@ mod tests {
                 .filter(|l| l.windows(3).any(|w| w == b"GGA" || w == b"RMC"))
                 .count();
             let out = run(
-                &[stream("GGA", MessageType::NavSatFix), stream("RMC", MessageType::NavSatFix)],
+                &[
+                    stream("GGA", MessageType::NavSatFix),
+                    stream("RMC", MessageType::NavSatFix),
+                ],
                 &data,
             );
             assert_eq!(errors(&out), Vec::<String>::new(), "{}", path.display());
@@ -582,9 +592,27 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nmea");
         // The first GGA of each file, decoded by hand: (file, lat, lon, ellipsoid alt, status).
         let cases = [
-            ("novatel-oem.nmea", 29.0 + 26.6326 / 60.0, -(98.0 + 36.8840 / 60.0), 255.75 - 26.00, NavSatStatus::STATUS_FIX),
-            ("ublox-zed-f9p.nmea", -(45.0 + 52.65403 / 60.0), 170.0 + 30.00668 / 60.0, 14.2 + 1.8, NavSatStatus::STATUS_FIX),
-            ("trimble-rtk.nmea", 41.0 + 34.49795459 / 60.0, -(93.0 + 45.03431408 / 60.0), 278.161 - 31.442, NavSatStatus::STATUS_SBAS_FIX),
+            (
+                "novatel-oem.nmea",
+                29.0 + 26.6326 / 60.0,
+                -(98.0 + 36.8840 / 60.0),
+                255.75 - 26.00,
+                NavSatStatus::STATUS_FIX,
+            ),
+            (
+                "ublox-zed-f9p.nmea",
+                -(45.0 + 52.65403 / 60.0),
+                170.0 + 30.00668 / 60.0,
+                14.2 + 1.8,
+                NavSatStatus::STATUS_FIX,
+            ),
+            (
+                "trimble-rtk.nmea",
+                41.0 + 34.49795459 / 60.0,
+                -(93.0 + 45.03431408 / 60.0),
+                278.161 - 31.442,
+                NavSatStatus::STATUS_SBAS_FIX,
+            ),
         ];
         for (file, lat, lon, alt, status) in cases {
             let data = std::fs::read(format!("{dir}/{file}")).unwrap();
@@ -603,7 +631,9 @@ mod tests {
         let data = std::fs::read(format!("{dir}/unicore-um621.nmea")).unwrap();
         let out = run(&[stream("GGA", MessageType::NavSatFix)], &data);
         let f = fixes(&out);
-        assert!(f.iter().any(|f| f.status.status == NavSatStatus::STATUS_FIX));
+        assert!(f
+            .iter()
+            .any(|f| f.status.status == NavSatStatus::STATUS_FIX));
         let nofix: Vec<_> = f
             .iter()
             .filter(|f| f.status.status == NavSatStatus::STATUS_NO_FIX)

@@ -40,7 +40,11 @@ impl Template {
                     chars.next();
                     lit.push('}');
                 }
-                '}' => return Err(format!("unmatched `}}` at byte {i}; write `}}}}` for a literal brace")),
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` at byte {i}; write `}}}}` for a literal brace"
+                    ))
+                }
                 '{' => {
                     let rest = &text[i + 1..];
                     let end = rest
@@ -210,9 +214,15 @@ mod tests {
 
     #[test]
     fn bad_templates_are_explained() {
-        assert!(Template::parse("D {linear.x").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("D {linear.x")
+            .unwrap_err()
+            .contains("unclosed"));
         assert!(Template::parse("D }").unwrap_err().contains("unmatched"));
-        assert!(Template::parse("D {linear.x:.q}").unwrap_err().contains("bad format spec"));
-        assert!(Template::parse("D {}").unwrap_err().contains("empty placeholder"));
+        assert!(Template::parse("D {linear.x:.q}")
+            .unwrap_err()
+            .contains("bad format spec"));
+        assert!(Template::parse("D {}")
+            .unwrap_err()
+            .contains("empty placeholder"));
     }
 }

@@ -8,7 +8,9 @@ use crate::messages::{FieldKind, MessageType};
 /// A plausible value for a field at time `t`, by what its path says it is.
 pub fn value_for(path: &str, kind: FieldKind, t: f64) -> String {
     // Each path gets its own phase, so x and y of one vector do not move in lockstep.
-    let phase = path.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32)) as f64;
+    let phase = path
+        .bytes()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32)) as f64;
     let wave = |period: f64| (t / period * std::f64::consts::TAU + phase).sin();
     match kind {
         FieldKind::Bool => return (wave(10.0) > 0.0).to_string(),

@@ -65,7 +65,10 @@ impl Default for SimOptions {
 
 /// Whether this build can simulate the device.
 pub fn supports(device: &Device) -> bool {
-    matches!(device.protocol, ProtocolSpec::Nmea | ProtocolSpec::Lines { .. })
+    matches!(
+        device.protocol,
+        ProtocolSpec::Nmea | ProtocolSpec::Lines { .. }
+    )
 }
 
 fn link(pty: &Path, wanted: &Path) -> Option<PathBuf> {
@@ -126,13 +129,14 @@ pub async fn start(
                 });
             }
             TransportSpec::Tcp(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr.as_str())
-                    .await
-                    .map_err(|source| SimError::Listen {
-                        device: device.name.clone(),
-                        addr: addr.clone(),
-                        source,
-                    })?;
+                let listener =
+                    tokio::net::TcpListener::bind(addr.as_str())
+                        .await
+                        .map_err(|source| SimError::Listen {
+                            device: device.name.clone(),
+                            addr: addr.clone(),
+                            source,
+                        })?;
                 let (device_c, opts_c, rx_c, mut stop_c) =
                     (device.clone(), opts.clone(), received.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -185,7 +189,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
         while let Ok(Some(line)) = lines.next_line().await {
             let line = line.trim_end().to_string();
             if !line.is_empty() {
-                let _ = received.send(Received { device: name.clone(), line }).await;
+                let _ = received
+                    .send(Received {
+                        device: name.clone(),
+                        line,
+                    })
+                    .await;
             }
         }
     });
@@ -207,7 +216,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             _ => lines_sim::lines(&device, t),
         };
         // A real device does not wait for a reader: if nobody drains the port, data is lost.
-        match tokio::time::timeout(Duration::from_millis(200), wr.write_all(text.as_bytes())).await {
+        match tokio::time::timeout(Duration::from_millis(200), wr.write_all(text.as_bytes())).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
             Err(_) => continue,

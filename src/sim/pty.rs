@@ -39,7 +39,8 @@ impl Pty {
         let file = std::fs::File::from(pair.master);
         // SAFETY: `file` owns the master fd and moves into the AsyncFd, which then owns it;
         // no other handle to the fd exists, so it cannot be closed behind tokio's back.
-        let master = unsafe { AsyncFd::register(file) }.map_err(|e| io::Error::other(e.to_string()))?;
+        let master =
+            unsafe { AsyncFd::register(file) }.map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Pty {
             master,
             _slave: pair.slave,
@@ -54,7 +55,11 @@ impl Pty {
 }
 
 impl AsyncRead for Pty {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.master.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
@@ -75,7 +80,11 @@ impl AsyncRead for Pty {
 }
 
 impl AsyncWrite for Pty {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.master.poll_write_ready(cx))?;
             match guard.try_io(|f| f.get_ref().write(data)) {

@@ -1,0 +1,415 @@
+//! The command path: routes `robot/<id>/cmd/<actuator>` messages through the safety layer
+//! to the device drivers, publishes acks, runs the deadman and the e-stop, and puts every
+//! actuator in its safe state on shutdown, on e-stop, on broker loss and on device
+//! (re)connect. It runs on its own timers, so safety holds with the broker down.
+
+use crate::bus::{BusHandle, Incoming, LinkState, Outgoing, QoS};
+use crate::config::{CommandRender, Robot};
+use crate::device::WriteRequest;
+use crate::messages::{Message, Time};
+use crate::meta::Topics;
+use crate::safety::{decode_command, nest, Actuator, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+
+/// How long shutdown waits for the safe values to reach the devices.
+pub const SAFE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Route {
+    act: Actuator,
+    device: usize,
+    device_name: String,
+    writer: mpsc::Sender<WriteRequest>,
+    /// Broker-loss safe write already done for the current outage.
+    safed_for_outage: bool,
+}
+
+pub struct CommandRouter {
+    routes: Vec<Route>,
+    bus: BusHandle,
+    topics: Topics,
+    max_payload: usize,
+    estop: bool,
+    estop_file: PathBuf,
+    broker: watch::Receiver<LinkState>,
+    broker_down_since: Option<Instant>,
+}
+
+/// A device writer and its link state, by device index.
+pub struct DeviceLink {
+    pub name: String,
+    pub writer: mpsc::Sender<WriteRequest>,
+    pub link: watch::Receiver<bool>,
+}
+
+fn ack_payload(id: rmpv::Value, result: Result<rmpv::Value, String>) -> Vec<u8> {
+    let (ok, error, applied) = match result {
+        Ok(applied) => (true, rmpv::Value::Nil, applied),
+        Err(e) => (false, rmpv::Value::from(e), rmpv::Value::Nil),
+    };
+    let v = rmpv::Value::Map(vec![
+        (rmpv::Value::from("id"), id),
+        (rmpv::Value::from("ok"), rmpv::Value::from(ok)),
+        (rmpv::Value::from("error"), error),
+        (rmpv::Value::from("applied"), applied),
+    ]);
+    let mut buf = Vec::new();
+    rmpv::encode::write_value(&mut buf, &v).expect("writing to a Vec cannot fail");
+    buf
+}
+
+/// The command's `id`, if the payload is a map that has one; for acks of rejected payloads.
+fn salvage_id(payload: &[u8], max: usize) -> rmpv::Value {
+    if payload.len() > max {
+        return rmpv::Value::Nil;
+    }
+    let mut rd = payload;
+    match rmpv::decode::read_value_with_max_depth(&mut rd, crate::safety::decode::MAX_DEPTH) {
+        Ok(rmpv::Value::Map(pairs)) => pairs
+            .into_iter()
+            .find(|(k, _)| k.as_str() == Some("id"))
+            .map(|(_, v)| v)
+            .unwrap_or(rmpv::Value::Nil),
+        _ => rmpv::Value::Nil,
+    }
+}
+
+fn render(route: &Route, msg: &Message) -> Result<Vec<u8>, String> {
+    match &route.act.spec.render {
+        CommandRender::Template(t) => {
+            let mut line = String::new();
+            t.render(msg, &mut line)?;
+            Ok(line.into_bytes())
+        }
+    }
+}
+
+impl CommandRouter {
+    pub fn new(
+        robot: &Robot,
+        devices: &[DeviceLink],
+        bus: BusHandle,
+        topics: Topics,
+        max_payload: usize,
+        state_dir: PathBuf,
+    ) -> CommandRouter {
+        let mut routes = Vec::new();
+        for (i, d) in robot.devices.iter().enumerate() {
+            for c in &d.commands {
+                routes.push(Route {
+                    act: Actuator::new(c.clone()),
+                    device: i,
+                    device_name: d.name.clone(),
+                    writer: devices[i].writer.clone(),
+                    safed_for_outage: false,
+                });
+            }
+        }
+        let estop_file = state_dir.join("estop");
+        let estop = estop_file.exists();
+        if estop {
+            tracing::warn!(
+                "e-stop is engaged (latched from a previous run); publish {{\"engage\": false}} to {} to release it",
+                topics.command("estop")
+            );
+        }
+        let broker = bus.link();
+        CommandRouter {
+            routes,
+            bus,
+            topics,
+            max_payload,
+            estop,
+            estop_file,
+            broker,
+            broker_down_since: Some(Instant::now()),
+        }
+    }
+
+    fn ack(&self, actuator: &str, id: rmpv::Value, result: Result<rmpv::Value, String>) {
+        if let Err(e) = &result {
+            tracing::info!(actuator, "command rejected: {e}");
+        }
+        let msg = Outgoing::new(
+            self.topics.ack(actuator),
+            ack_payload(id, result),
+            QoS::AtLeastOnce,
+            false,
+        );
+        let _ = self.bus.publish(msg);
+    }
+
+    /// Writes the safe values of one route; the returned receiver answers when written.
+    fn write_safe(&mut self, i: usize, why: &str) -> Option<oneshot::Receiver<Result<(), String>>> {
+        let route = &mut self.routes[i];
+        route.act.disarm();
+        let msg = route.act.safe_message();
+        let bytes = match render(route, &msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(actuator = %route.act.spec.actuator, "cannot render the safe values: {e}");
+                return None;
+            }
+        };
+        let (done, rx) = oneshot::channel();
+        let req = WriteRequest {
+            bytes,
+            done: Some(done),
+        };
+        match route.writer.try_send(req) {
+            Ok(()) => {
+                tracing::info!(actuator = %route.act.spec.actuator, device = %route.device_name, "safe values written ({why})");
+                Some(rx)
+            }
+            Err(_) => {
+                tracing::warn!(actuator = %route.act.spec.actuator, "cannot queue the safe values ({why}): device queue full or stopped");
+                None
+            }
+        }
+    }
+
+    fn write_safe_all(&mut self, why: &str) -> Vec<oneshot::Receiver<Result<(), String>>> {
+        (0..self.routes.len())
+            .filter_map(|i| self.write_safe(i, why))
+            .collect()
+    }
+
+    fn set_estop(&mut self, engaged: bool) {
+        self.estop = engaged;
+        let r = if engaged {
+            std::fs::write(&self.estop_file, b"engaged\n")
+        } else {
+            match std::fs::remove_file(&self.estop_file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        };
+        if let Err(e) = r {
+            tracing::error!(path = %self.estop_file.display(), "cannot persist the e-stop state: {e}");
+        }
+    }
+
+    fn on_estop(&mut self, payload: &[u8]) {
+        let id = salvage_id(payload, self.max_payload);
+        let engage = (payload.len() <= self.max_payload)
+            .then(|| {
+                let mut rd = payload;
+                rmpv::decode::read_value_with_max_depth(&mut rd, 4).ok()
+            })
+            .flatten()
+            .and_then(|v| match v {
+                rmpv::Value::Map(pairs) => {
+                    let known = pairs
+                        .iter()
+                        .all(|(k, _)| matches!(k.as_str(), Some("engage" | "id")));
+                    let engage = pairs.iter().find(|(k, _)| k.as_str() == Some("engage"));
+                    match engage {
+                        Some((_, rmpv::Value::Boolean(b))) if known => Some(*b),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            });
+        match engage {
+            Some(true) => {
+                tracing::warn!("e-stop engaged");
+                self.set_estop(true);
+                self.write_safe_all("e-stop");
+                let applied =
+                    rmpv::Value::Map(vec![(rmpv::Value::from("engage"), rmpv::Value::from(true))]);
+                self.ack("estop", id, Ok(applied));
+            }
+            Some(false) => {
+                tracing::warn!("e-stop released");
+                self.set_estop(false);
+                let applied = rmpv::Value::Map(vec![(
+                    rmpv::Value::from("engage"),
+                    rmpv::Value::from(false),
+                )]);
+                self.ack("estop", id, Ok(applied));
+            }
+            None => self.ack(
+                "estop",
+                id,
+                Err("an e-stop command is {\"engage\": true} or {\"engage\": false}".into()),
+            ),
+        }
+    }
+
+    fn on_command(&mut self, msg: Incoming) {
+        let prefix = self.topics.command("");
+        let Some(actuator) = msg.topic.strip_prefix(prefix.as_str()) else {
+            return;
+        };
+        let actuator = actuator.to_string();
+        if actuator == "estop" {
+            self.on_estop(&msg.payload);
+            return;
+        }
+        let Some(i) = self
+            .routes
+            .iter()
+            .position(|r| r.act.spec.actuator == actuator)
+        else {
+            let id = salvage_id(&msg.payload, self.max_payload);
+            self.ack(&actuator, id, Err(format!("unknown actuator `{actuator}`")));
+            return;
+        };
+        let decoded = match decode_command(
+            &msg.payload,
+            self.routes[i].act.spec.msg_type,
+            self.max_payload,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                let id = salvage_id(&msg.payload, self.max_payload);
+                self.ack(&actuator, id, Err(e));
+                return;
+            }
+        };
+        let now = Instant::now();
+        let verdict = self.routes[i]
+            .act
+            .check(&decoded, now, Time::now(), self.estop);
+        let (message, applied) = match verdict {
+            Verdict::Reject(e) => {
+                self.ack(&actuator, decoded.id, Err(e));
+                return;
+            }
+            Verdict::Apply { message, applied } => (message, applied),
+        };
+        let bytes = match render(&self.routes[i], &message) {
+            Ok(b) => b,
+            Err(e) => {
+                self.ack(&actuator, decoded.id, Err(e));
+                return;
+            }
+        };
+        let (done, rx) = oneshot::channel();
+        if self.routes[i]
+            .writer
+            .try_send(WriteRequest {
+                bytes,
+                done: Some(done),
+            })
+            .is_err()
+        {
+            self.ack(
+                &actuator,
+                decoded.id,
+                Err("device busy: its write queue is full".into()),
+            );
+            return;
+        }
+        self.routes[i].act.accepted(now);
+        // The ack waits for the device write, so `ok: true` means the bytes went out.
+        let bus = self.bus.clone();
+        let ack_topic = self.topics.ack(&actuator);
+        let id = decoded.id;
+        let applied = nest(&applied);
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 2, rx).await {
+                Ok(Ok(Ok(()))) => Ok(applied),
+                Ok(Ok(Err(e))) => Err(e),
+                _ => Err("device did not confirm the write".to_string()),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(actuator = %ack_topic, "command not written: {e}");
+            }
+            let _ = bus.publish(Outgoing::new(
+                ack_topic,
+                ack_payload(id, result),
+                QoS::AtLeastOnce,
+                false,
+            ));
+        });
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let deadman = self.routes.iter().filter_map(|r| r.act.deadline()).min();
+        let outage = self.broker_down_since.and_then(|t| {
+            self.routes
+                .iter()
+                .filter(|r| !r.safed_for_outage)
+                .map(|r| t + r.act.broker_grace())
+                .min()
+        });
+        [deadman, outage].into_iter().flatten().min()
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.routes.len() {
+            if self.routes[i].act.deadman_due(now) {
+                self.write_safe(i, "deadman: no command within timeout_ms");
+            }
+            if let Some(t) = self.broker_down_since {
+                let r = &self.routes[i];
+                if !r.safed_for_outage && now >= t + r.act.broker_grace() {
+                    self.routes[i].safed_for_outage = true;
+                    self.write_safe(i, "broker connection lost");
+                }
+            }
+        }
+    }
+
+    /// Runs until `stop`, then writes every safe value and waits for the writes.
+    pub async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<Incoming>,
+        device_links: Vec<watch::Receiver<bool>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let (up_tx, mut up_rx) = mpsc::channel::<usize>(16);
+        for (i, mut link) in device_links.into_iter().enumerate() {
+            let up_tx = up_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    if *link.borrow_and_update() && up_tx.send(i).await.is_err() {
+                        return;
+                    }
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        loop {
+            let wake = self.next_wake();
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                m = incoming.recv() => match m {
+                    Some(m) => self.on_command(m),
+                    None => break,
+                },
+                _ = sleep_until(wake.unwrap_or(far)), if wake.is_some() => self.on_timer(),
+                r = self.broker.changed() => {
+                    if r.is_err() { break; }
+                    let up = *self.broker.borrow_and_update() == LinkState::Up;
+                    if up {
+                        self.broker_down_since = None;
+                    } else if self.broker_down_since.is_none() {
+                        self.broker_down_since = Some(Instant::now());
+                    }
+                    for r in &mut self.routes {
+                        r.safed_for_outage = false;
+                    }
+                }
+                Some(dev) = up_rx.recv() => {
+                    // A device that (re)appears may hold a command from before it vanished.
+                    let idx: Vec<usize> = (0..self.routes.len()).filter(|&i| self.routes[i].device == dev).collect();
+                    for i in idx {
+                        self.write_safe(i, "device connected");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        let pending = self.write_safe_all("shutdown");
+        for rx in pending {
+            let _ = tokio::time::timeout(SAFE_WRITE_TIMEOUT, rx).await;
+        }
+    }
+}

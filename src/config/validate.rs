@@ -316,16 +316,31 @@ impl Validator {
         }
         let streams = table.remove("streams");
         let commands = table.remove("commands");
-        let raw: Option<DeviceConfig> = match deserialize_at(toml::Value::Table(table), at) {
-            Ok(d) => Some(d),
-            Err(p) => {
-                self.problems.push(p);
-                None
-            }
-        };
+        // Each protocol's struct is read directly (not through the tagged enum), so serde
+        // errors keep their full key path, e.g. `devices[0].serial.baudd`.
+        table.remove("protocol");
         let stream_items = self.items(streams, &format!("{at}.streams"));
         let command_items = self.items(commands, &format!("{at}.commands"));
-        match raw? {
+        let raw = match protocol.as_str() {
+            "nmea" => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Nmea),
+            _ => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Lines),
+        };
+        let raw = match raw {
+            Ok(d) => d,
+            Err(p) => {
+                self.problems.push(p);
+                // Still report problems in the streams and commands.
+                if protocol == "nmea" {
+                    let _: Vec<NmeaStreamConfig> = self.parse_items(stream_items, at, "streams");
+                } else {
+                    let _: Vec<LinesStreamConfig> = self.parse_items(stream_items, at, "streams");
+                    let _: Vec<LinesCommandConfig> =
+                        self.parse_items(command_items, at, "commands");
+                }
+                return None;
+            }
+        };
+        match raw {
             DeviceConfig::Nmea(mut d) => {
                 d.streams = self.parse_items(stream_items, at, "streams");
                 if !command_items.is_empty() {
@@ -665,6 +680,7 @@ impl Validator {
             }
             let mut fields = Vec::new();
             let mut flat = Vec::new();
+            let fields_given = !s.fields.is_empty();
             flatten(&toml::Value::Table(s.fields), "", &mut flat);
             for (path, v) in flat {
                 let Some(key) = v.as_str() else {
@@ -692,7 +708,7 @@ impl Validator {
                 }
                 fields.push((path, key.to_string()));
             }
-            if fields.is_empty() && t.is_some() && t != Some(MessageType::Map) {
+            if !fields_given && t.is_some() && t != Some(MessageType::Map) {
                 self.problem(
                     format!("{sat}.fields"),
                     "missing: map message field paths to line keys, e.g. fields = { voltage = \"v\" }",

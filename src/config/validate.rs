@@ -244,7 +244,8 @@ impl Validator {
                     .span()
                     .map(|s| format!("line {}: ", line_of(text, s.start)))
                     .unwrap_or_default();
-                self.problem("", format!("{at}TOML syntax error: {}", e.message().trim()));
+                let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+                self.problem("", format!("{at}TOML syntax error: {message}"));
                 return None;
             }
         };
@@ -941,5 +942,244 @@ fn flatten(v: &toml::Value, prefix: &str, out: &mut Vec<(String, toml::Value)>) 
             }
         }
         other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Robot::from_str(text, Path::new("robots/t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    /// The example robot file of DESIGN.md section 6, verbatim.
+    const DESIGN_EXAMPLE: &str = r#"
+id = "r1"
+
+[[devices]]
+name = "gps"
+protocol = "nmea"                       # nmea | lines | modbus | slcan | socketcan | dynamixel
+serial = { path = "/dev/ttyUSB0", baud = 9600 }   # or tcp = "host:port" (ser2net, Modbus TCP); socketcan: interface = "can0"
+  [[devices.streams]]
+  sensor = "gps/fix"                    # → robot/r1/gps/fix
+  type = "sensor_msgs/NavSatFix"
+  source = "GGA"                        # nmea sentence (GGA or RMC); type "map" gives all parsed fields
+  qos = 0                               # 0 | 1 | 2
+  retain = false
+  max_rate_hz = 5                       # optional downsampling (latest value wins)
+
+[[devices]]
+name = "base"
+protocol = "lines"                      # text lines from a microcontroller
+serial = { path = "/dev/ttyACM0", baud = 115200 }
+format = "kv"                           # kv: "tag=BAT v=12.4 i=0.8" | csv (with columns = [...]) | json (one object per line)
+  [[devices.streams]]
+  sensor = "battery"
+  type = "sensor_msgs/BatteryState"
+  when = { tag = "BAT" }                # only lines whose field tag == "BAT"
+  fields = { voltage = "v", current = "i" }          # message field path = line key
+  qos = 1
+  [[devices.commands]]
+  actuator = "drive"                    # robot/r1/cmd/drive, acks on robot/r1/ack/drive
+  type = "geometry_msgs/Twist"
+  template = "D {linear.x:.3} {angular.z:.3}"        # one line written per command, "\n" appended
+  limits = { "linear.x" = [-1.0, 1.0], "angular.z" = [-2.0, 2.0] }
+  out_of_range = "reject"               # reject | clamp
+  timeout_ms = 500
+  safe = { "linear.x" = 0.0, "angular.z" = 0.0 }
+  max_rate_hz = 50
+  max_age_ms = 250
+"#;
+
+    #[test]
+    fn the_design_example_validates() {
+        let r = Robot::from_str(DESIGN_EXAMPLE, Path::new("robots/r1.toml")).unwrap();
+        assert_eq!(r.id, "r1");
+        assert_eq!(r.streams().count(), 2);
+        let (_, c) = r.commands().next().unwrap();
+        assert_eq!(c.limits.len(), 2);
+        assert_eq!(c.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(c.min_interval, Some(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn the_demo_robot_validates() {
+        let r = Robot::from_str(crate::demo::DEMO_ROBOT, Path::new("robots/demo.toml")).unwrap();
+        assert_eq!(r.id, "demo");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let p = problems(
+            r#"
+id = "r 1"
+[[devices]]
+name = "gps"
+protocol = "nmea"
+serial = { path = "/dev/x", baudd = 9600 }
+[[devices]]
+name = "base"
+protocol = "lines"
+tcp = "nohost"
+format = "kv"
+  [[devices.streams]]
+  sensor = "cmd/x"
+  type = "sensor_msgs/BatteryState"
+  fields = { voltage = "v" }
+  [[devices.streams]]
+  sensor = "bat"
+  type = "sensor_msgs/Nope"
+  qos = 3
+  [[devices.streams]]
+  sensor = "bat2"
+  type = "sensor_msgs/BatteryState"
+  fields = { voltage = "v" }
+  qos = "one"
+"#,
+        );
+        let expect = [
+            "robots/t.toml: id: `r 1` is not a valid name",
+            "robots/t.toml: devices[0].serial.baudd: unknown field `baudd`",
+            "robots/t.toml: devices[1].streams[2].qos: invalid type: string \"one\", expected u8",
+            "robots/t.toml: devices[1].tcp: `nohost` is not host:port",
+            "robots/t.toml: devices[1].streams[0].sensor: `cmd/x` starts with the reserved segment `cmd`",
+            "robots/t.toml: devices[1].streams[1].type: unknown type `sensor_msgs/Nope`",
+            "robots/t.toml: devices[1].streams[1].qos: must be 0, 1 or 2, not 3",
+        ];
+        for e in expect {
+            assert!(
+                p.iter().any(|l| l.starts_with(e)),
+                "missing {e:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn duplicates_and_reserved_names_are_errors() {
+        let p = problems(
+            r#"
+id = "r1"
+[[devices]]
+name = "a"
+protocol = "lines"
+tcp = "h:1"
+format = "kv"
+  [[devices.streams]]
+  sensor = "x"
+  type = "map"
+  [[devices.commands]]
+  actuator = "estop"
+  type = "std_msgs/Float64"
+  template = "{data}"
+  safe = { data = 0.0 }
+[[devices]]
+name = "a"
+protocol = "lines"
+tcp = "h:2"
+format = "kv"
+  [[devices.streams]]
+  sensor = "x"
+  type = "map"
+"#,
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("devices[0].commands[0].actuator: `estop` is reserved")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("devices[1].name: duplicate device name `a`")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|l| l.contains("duplicate sensor `x`")),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn command_safety_config_is_checked() {
+        let p = problems(
+            r#"
+id = "r1"
+[[devices]]
+name = "a"
+protocol = "lines"
+tcp = "h:1"
+format = "kv"
+  [[devices.commands]]
+  actuator = "drive"
+  type = "geometry_msgs/Twist"
+  template = "D {linear.x:.3} {linear.q}"
+  limits = { "linear.x" = [1.0, -1.0] }
+"#,
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("template: `{linear.q}` is not a field")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("limits.linear.x: must be [min, max]")),
+            "{p:#?}"
+        );
+        assert!(p.iter().any(|l| l.contains("safe: missing")), "{p:#?}");
+    }
+
+    #[test]
+    fn dotted_toml_keys_read_as_field_paths_and_relative_paths_resolve() {
+        let r = Robot::from_str(
+            r#"
+id = "r1"
+[[devices]]
+name = "imu"
+protocol = "lines"
+serial = { path = "dev/imu" }
+format = "csv"
+columns = ["tag", "az"]
+  [[devices.streams]]
+  sensor = "imu"
+  type = "sensor_msgs/Imu"
+  fields = { linear_acceleration.z = "az" }
+"#,
+            Path::new("/etc/botbus/robots/r1.toml"),
+        )
+        .unwrap();
+        let d = &r.devices[0];
+        assert_eq!(
+            d.transport,
+            TransportSpec::Serial(SerialSpec {
+                path: PathBuf::from("/etc/botbus/robots/dev/imu"),
+                baud: 115_200,
+                data_bits: 8,
+                parity: ParityConfig::None,
+                stop_bits: 1,
+                flow_control: FlowControlConfig::None,
+            })
+        );
+        assert_eq!(
+            d.streams[0].select,
+            StreamSelect::Lines {
+                when: vec![],
+                fields: vec![("linear_acceleration.z".into(), "az".into())]
+            }
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let p = problems("id = \"r1\"\n[[devices]\n");
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("robots/t.toml: line 2: TOML syntax error"),
+            "{p:?}"
+        );
     }
 }

@@ -1,12 +1,15 @@
 //! `botbus run`: wires a validated robot to the bus. Devices, diagnostics and the meta
 //! topics each run in their own task; shutdown publishes `offline` and disconnects cleanly.
 
+use crate::bus::outbox::Outbox;
 use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
+use crate::config::settings::OnFull;
 use crate::config::{Robot, Settings};
 use crate::device::{decoder_for, DeviceTask};
 use crate::diagnostics::{self, DeviceDiag};
 use crate::meta::{self, Topics};
+use crate::spool::Spool;
 use crate::state::{self, StateError};
 use crate::stream::StreamPublisher;
 use std::future::Future;
@@ -21,6 +24,8 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// How long a clean stop may take to flush what is in flight.
@@ -79,7 +84,19 @@ pub async fn start(
         streams = catalog.streams.len(), commands = catalog.commands.len(),
         "starting"
     );
-    let (bus, incoming) = bus::start(cfg);
+    let robot_state = state::robot_dir(&settings.state_dir(), &robot.id)?;
+    let (spool, recovery) = Spool::open(
+        &robot_state.join("spool"),
+        settings.spool.max_bytes,
+        settings.spool.on_full == OnFull::DropOldest,
+    )?;
+    if recovery.pending > 0 {
+        tracing::info!(
+            messages = recovery.pending,
+            "spool holds messages from a previous run; they go out first"
+        );
+    }
+    let (bus, incoming) = bus::start_with(cfg, Outbox::Disk(spool));
 
     let mut diags = Vec::new();
     let mut devices = Vec::new();
@@ -118,7 +135,7 @@ pub async fn start(
             bus.clone(),
             topics.clone(),
             settings.mqtt.max_payload_bytes,
-            state::robot_dir(&settings.state_dir(), &robot.id)?,
+            robot_state.clone(),
         );
         let links = devices.iter().map(|d| d.link.clone()).collect();
         Some((rstop_tx, tokio::spawn(r.run(incoming, links, rstop_rx))))

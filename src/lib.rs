@@ -11,6 +11,7 @@
 //! - [`bus`]: the one task that owns the MQTT connection, and the handle to it.
 //! - [`safety`]: the command checks (limits, age, rate, e-stop) and the deadman.
 //! - [`commands`]: routes commands through [`safety`] to devices and publishes acks.
+//! - [`spool`]: the disk spool that keeps QoS 1/2 messages until the broker acknowledges them.
 //! - [`meta`]: topic names, the `status` and `catalog` payloads.
 //! - [`diagnostics`]: device and bus counters, published periodically.
 //! - [`state`]: the boot counter in the state directory.
@@ -33,6 +34,7 @@ pub mod meta;
 pub mod protocols;
 pub mod safety;
 pub mod sim;
+pub mod spool;
 pub mod state;
 pub mod stream;
 pub mod transport;

@@ -2,6 +2,7 @@
 //! [`BusHandle`]. Publishing never blocks a device or the safety path.
 
 mod link;
+pub mod outbox;
 pub mod session;
 mod task;
 
@@ -200,7 +201,7 @@ impl BusConfig {
 pub struct BusStats {
     pub connected: AtomicBool,
     pub reconnects: AtomicU64,
-    /// Messages that waited in the backlog because the broker was unreachable or slow.
+    /// QoS 1/2 messages waiting for the broker's acknowledgement (in the spool), now.
     pub spooled: AtomicU64,
     /// Messages dropped: backlog full, QoS 0 while disconnected, or a full queue.
     pub dropped: AtomicU64,
@@ -306,13 +307,23 @@ impl BusHandle {
     }
 }
 
-/// Starts the bus task. Returns the handle and the queue of subscribed messages.
+/// Starts the bus task with a memory queue (fleet tools). Returns the handle and the
+/// queue of subscribed messages.
 pub fn start(config: BusConfig) -> (BusHandle, mpsc::Receiver<Incoming>) {
+    let outbox = outbox::Outbox::memory(config.backlog_bytes, config.drop_oldest);
+    start_with(config, outbox)
+}
+
+/// Starts the bus task over the given outbox (the daemon passes its disk spool).
+pub fn start_with(
+    config: BusConfig,
+    outbox: outbox::Outbox,
+) -> (BusHandle, mpsc::Receiver<Incoming>) {
     let (tx, rx) = mpsc::channel(8192);
     let (in_tx, in_rx) = mpsc::channel(config.incoming_capacity.max(1));
     let (link_tx, link_rx) = watch::channel(LinkState::Down);
     let stats = Arc::new(BusStats::default());
-    tokio::spawn(task::run(config, rx, in_tx, link_tx, stats.clone()));
+    tokio::spawn(task::run(config, outbox, rx, in_tx, link_tx, stats.clone()));
     (
         BusHandle {
             tx,

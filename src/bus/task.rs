@@ -3,12 +3,12 @@
 //! backlog while the broker is away, and every ready publish is written before one flush.
 
 use super::link::{self, Link};
+use super::outbox::Outbox;
 use super::session::Session;
 use super::{BusConfig, BusStats, Command, Incoming, LinkState, Outgoing};
 use crate::backoff::Backoff;
 use bytes::{Buf, BytesMut};
 use rumqttc::{Packet, QoS};
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,62 +21,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WBUF_HIGH: usize = 256 * 1024;
 /// Commands taken from the queue per wake-up, so many publishes share one write.
 const DRAIN_BATCH: usize = 512;
-
-/// QoS 1/2 messages waiting for the broker, bounded in bytes.
-struct Backlog {
-    queue: VecDeque<Outgoing>,
-    bytes: u64,
-    cap: u64,
-    drop_oldest: bool,
-}
-
-impl Backlog {
-    fn size(m: &Outgoing) -> u64 {
-        (m.payload.len() + m.topic.len() + 16) as u64
-    }
-
-    /// Adds a message; returns how many messages the cap made us drop.
-    fn push(&mut self, m: Outgoing) -> u64 {
-        let size = Self::size(&m);
-        let mut dropped = 0;
-        if self.bytes + size > self.cap {
-            if !self.drop_oldest || size > self.cap {
-                return 1;
-            }
-            while self.bytes + size > self.cap {
-                match self.queue.pop_front() {
-                    Some(old) => {
-                        self.bytes -= Self::size(&old);
-                        dropped += 1;
-                    }
-                    None => break,
-                }
-            }
-        }
-        self.bytes += size;
-        self.queue.push_back(m);
-        dropped
-    }
-
-    /// Puts messages back at the front, keeping their order, beyond the cap if need be:
-    /// they were accepted once and are not dropped for being unlucky.
-    fn requeue_front(&mut self, msgs: Vec<Outgoing>) {
-        for m in msgs.into_iter().rev() {
-            self.bytes += Self::size(&m);
-            self.queue.push_front(m);
-        }
-    }
-
-    fn pop(&mut self) -> Option<Outgoing> {
-        let m = self.queue.pop_front()?;
-        self.bytes -= Self::size(&m);
-        Some(m)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-}
+/// Group commit: spool appends are written at most this long after they were made.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 struct Ctx {
     cfg: BusConfig,
@@ -84,7 +30,7 @@ struct Ctx {
     incoming: mpsc::Sender<Incoming>,
     link: watch::Sender<LinkState>,
     stats: Arc<BusStats>,
-    backlog: Backlog,
+    outbox: Outbox,
 }
 
 enum Ended {
@@ -99,25 +45,21 @@ struct ShutdownReq {
 
 pub(super) async fn run(
     cfg: BusConfig,
+    outbox: Outbox,
     rx: mpsc::Receiver<Command>,
     incoming: mpsc::Sender<Incoming>,
     link: watch::Sender<LinkState>,
     stats: Arc<BusStats>,
 ) {
-    let backlog = Backlog {
-        queue: VecDeque::new(),
-        bytes: 0,
-        cap: cfg.backlog_bytes,
-        drop_oldest: cfg.drop_oldest,
-    };
     let mut ctx = Ctx {
         cfg,
         rx,
         incoming,
         link,
         stats,
-        backlog,
+        outbox,
     };
+    ctx.publish_gauge();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut ever_connected = false;
     let url = ctx.cfg.url.to_string();
@@ -131,12 +73,14 @@ pub(super) async fn run(
                 tokio::select! {
                     r = &mut open => break r,
                     cmd = ctx.rx.recv() => match cmd {
-                        None => return,
+                        None => return ctx.close(),
                         Some(c) => if let Some(s) = ctx.offline(c) {
+                            ctx.close();
                             let _ = s.done.send(());
                             return;
                         }
-                    }
+                    },
+                    _ = sleep_until(Instant::now() + FLUSH_EVERY), if ctx.outbox.needs_flush() => ctx.outbox.flush(false),
                 }
             }
         };
@@ -157,12 +101,14 @@ pub(super) async fn run(
                     tokio::select! {
                         _ = sleep_until(wake) => break,
                         cmd = ctx.rx.recv() => match cmd {
-                            None => return,
+                            None => return ctx.close(),
                             Some(c) => if let Some(s) = ctx.offline(c) {
+                                ctx.close();
                                 let _ = s.done.send(());
                                 return;
                             }
-                        }
+                        },
+                        _ = sleep_until(Instant::now() + FLUSH_EVERY), if ctx.outbox.needs_flush() => ctx.outbox.flush(false),
                     }
                 }
             }
@@ -182,7 +128,7 @@ pub(super) async fn run(
                     Ended::Lost(reason) => {
                         tracing::warn!(broker = %url, "broker connection lost: {reason}");
                     }
-                    Ended::Shutdown | Ended::HandlesGone => return,
+                    Ended::Shutdown | Ended::HandlesGone => return ctx.close(),
                 }
             }
         }
@@ -190,10 +136,21 @@ pub(super) async fn run(
 }
 
 impl Ctx {
+    /// Makes everything accepted durable before the task ends.
+    fn close(&mut self) {
+        self.outbox.flush(true);
+    }
+
+    fn publish_gauge(&self) {
+        self.stats
+            .spooled
+            .store(self.outbox.len(), Ordering::Relaxed);
+    }
+
     /// Handles a command while there is no connection. Returns a shutdown request.
     fn offline(&mut self, cmd: Command) -> Option<ShutdownReq> {
         match cmd {
-            Command::Publish(m) => self.enqueue(m, true),
+            Command::Publish(m) => self.enqueue(m),
             Command::SetBirth(b) => self.cfg.birth = b,
             Command::Subscribe(f, q) => self.cfg.subscriptions.push((f, q)),
             Command::Shutdown { done, .. } => return Some(ShutdownReq { done }),
@@ -201,19 +158,17 @@ impl Ctx {
         None
     }
 
-    fn enqueue(&mut self, m: Outgoing, offline: bool) {
+    fn enqueue(&mut self, m: Outgoing) {
         if m.qos == QoS::AtMostOnce {
             // QoS 0 is fire and forget: with no broker there is nowhere to fire it.
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if offline {
-            self.stats.spooled.fetch_add(1, Ordering::Relaxed);
-        }
-        let dropped = self.backlog.push(m);
+        let dropped = self.outbox.push(m);
         if dropped > 0 {
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
+        self.publish_gauge();
     }
 
     fn write_packet(wbuf: &mut BytesMut, p: Packet) {
@@ -233,6 +188,11 @@ impl Ctx {
         let mut next_ping = Instant::now() + ka;
         let mut pong_deadline: Option<Instant> = None;
         let mut shutting: Option<(Instant, ShutdownReq)> = None;
+        // Watchdog: with messages in flight, some acknowledgement must come within this
+        // bound, or the connection is recycled (a broker that answers pings but never acks
+        // would otherwise hold the spool forever).
+        let watchdog = (ka * 3).max(Duration::from_secs(10));
+        let mut progress = Instant::now();
 
         if let Some(sub) = session.subscribe(&self.cfg.subscriptions) {
             Self::write_packet(&mut wbuf, Packet::Subscribe(sub));
@@ -243,7 +203,7 @@ impl Ctx {
 
         let ended = loop {
             while session.can_send() && wbuf.len() < WBUF_HIGH {
-                match self.backlog.pop() {
+                match self.outbox.next() {
                     Some(m) => {
                         self.stats.published.fetch_add(1, Ordering::Relaxed);
                         Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
@@ -252,12 +212,12 @@ impl Ctx {
                 }
             }
             if let Some((deadline, _)) = &shutting {
-                let drained = session.inflight() == 0 && self.backlog.is_empty();
+                let drained = session.inflight() == 0 && !self.outbox.has_unsent();
                 if drained || Instant::now() >= *deadline {
                     if !drained {
                         tracing::warn!(
                             unacked = session.inflight(),
-                            queued = self.backlog.queue.len(),
+                            queued = self.outbox.len(),
                             "shutdown grace period over with messages not acknowledged"
                         );
                     }
@@ -273,10 +233,15 @@ impl Ctx {
                     break Ended::Shutdown;
                 }
             }
-            let mut timer = next_ping;
+            if session.inflight() == 0 {
+                progress = Instant::now();
+            }
+            let mut timer = next_ping.min(progress + watchdog);
             if let Some(d) = pong_deadline {
                 timer = timer.min(d);
             }
+            let flush_at = Instant::now() + FLUSH_EVERY;
+            let needs_flush = self.outbox.needs_flush();
             if let Some((d, _)) = &shutting {
                 timer = timer.min(*d);
             }
@@ -287,7 +252,7 @@ impl Ctx {
                     Ok(0) => break Ended::Lost("the broker closed the connection".into()),
                     Err(e) => break Ended::Lost(format!("read: {e}")),
                     Ok(_) => {
-                        if let Err(reason) = self.on_bytes(&mut rbuf, &mut session, &mut wbuf, &mut pong_deadline) {
+                        if let Err(reason) = self.on_bytes(&mut rbuf, &mut session, &mut wbuf, &mut pong_deadline, &mut progress) {
                             break Ended::Lost(reason);
                         }
                     }
@@ -307,7 +272,7 @@ impl Ctx {
                                 self.stats.published.fetch_add(1, Ordering::Relaxed);
                                 Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
                             }
-                            Command::Publish(m) => self.enqueue(m, false),
+                            Command::Publish(m) => self.enqueue(m),
                             Command::SetBirth(b) => {
                                 for m in &b {
                                     Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m.clone())));
@@ -336,8 +301,19 @@ impl Ctx {
                         }
                     }
                 },
+                _ = sleep_until(flush_at), if needs_flush => {
+                    self.outbox.flush(false);
+                    self.publish_gauge();
+                }
                 _ = sleep_until(timer) => {
                     let now = Instant::now();
+                    if session.inflight() > 0 && now >= progress + watchdog {
+                        break Ended::Lost(format!(
+                            "watchdog: {} messages in flight and no acknowledgement for {} s",
+                            session.inflight(),
+                            watchdog.as_secs()
+                        ));
+                    }
                     if pong_deadline.is_some_and(|d| now >= d) {
                         break Ended::Lost(format!(
                             "no PINGRESP within {:.1} s; the connection is half-open",
@@ -354,14 +330,18 @@ impl Ctx {
                 }
             }
         };
-        let unacked = session.into_unacked();
+        let mut unacked = session.into_unacked();
+        // Status and catalog are published afresh on every connection.
+        unacked.retain(|m| !self.cfg.birth.iter().any(|b| b.topic == m.topic));
         if !unacked.is_empty() {
-            tracing::debug!(count = unacked.len(), "requeueing unacknowledged messages");
-            self.stats
-                .spooled
-                .fetch_add(unacked.len() as u64, Ordering::Relaxed);
+            tracing::debug!(
+                count = unacked.len(),
+                "unacknowledged messages will be sent again"
+            );
         }
-        self.backlog.requeue_front(unacked);
+        self.outbox.rewind(unacked);
+        self.outbox.flush(false);
+        self.publish_gauge();
         ended
     }
 
@@ -371,6 +351,7 @@ impl Ctx {
         session: &mut Session,
         wbuf: &mut BytesMut,
         pong_deadline: &mut Option<Instant>,
+        progress: &mut Instant,
     ) -> Result<(), String> {
         loop {
             let packet = match Packet::read(rbuf, self.cfg.max_incoming) {
@@ -382,8 +363,10 @@ impl Ctx {
             if let Some(reply) = r.reply {
                 Self::write_packet(wbuf, reply);
             }
-            if r.delivered.is_some() {
+            if let Some(m) = r.delivered {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                self.outbox.delivered(&m);
+                *progress = Instant::now();
             }
             if r.pong {
                 *pong_deadline = None;
@@ -405,46 +388,5 @@ impl Ctx {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(n: usize) -> Outgoing {
-        Outgoing::new("t", vec![0u8; n], QoS::AtLeastOnce, false)
-    }
-
-    #[test]
-    fn backlog_drops_oldest_when_full_and_counts_exactly() {
-        let mut b = Backlog {
-            queue: VecDeque::new(),
-            bytes: 0,
-            cap: 3 * Backlog::size(&msg(10)),
-            drop_oldest: true,
-        };
-        let mut dropped = 0;
-        for _ in 0..5 {
-            dropped += b.push(msg(10));
-        }
-        assert_eq!(dropped, 2);
-        assert_eq!(b.queue.len(), 3);
-    }
-
-    #[test]
-    fn backlog_drop_new_keeps_the_oldest() {
-        let mut b = Backlog {
-            queue: VecDeque::new(),
-            bytes: 0,
-            cap: 2 * Backlog::size(&msg(10)),
-            drop_oldest: false,
-        };
-        let mut first = msg(10);
-        first.topic = "f".into();
-        assert_eq!(b.push(first), 0);
-        assert_eq!(b.push(msg(10)), 0);
-        assert_eq!(b.push(msg(10)), 1);
-        assert_eq!(b.pop().unwrap().topic.as_ref(), "f");
     }
 }

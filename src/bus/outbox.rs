@@ -1,0 +1,190 @@
+//! Where QoS 1/2 messages wait for the broker: the disk spool for the daemon, or a bounded
+//! memory queue for the short-lived fleet tools.
+
+use super::Outgoing;
+use crate::spool::Spool;
+use std::collections::VecDeque;
+
+/// QoS 1/2 messages waiting for the broker, bounded in bytes.
+pub struct Backlog {
+    queue: VecDeque<Outgoing>,
+    bytes: u64,
+    cap: u64,
+    drop_oldest: bool,
+}
+
+impl Backlog {
+    pub fn size(m: &Outgoing) -> u64 {
+        (m.payload.len() + m.topic.len() + 16) as u64
+    }
+
+    /// Adds a message; returns how many messages the cap made us drop.
+    pub fn push(&mut self, m: Outgoing) -> u64 {
+        let size = Self::size(&m);
+        let mut dropped = 0;
+        if self.bytes + size > self.cap {
+            if !self.drop_oldest || size > self.cap {
+                return 1;
+            }
+            while self.bytes + size > self.cap {
+                match self.queue.pop_front() {
+                    Some(old) => {
+                        self.bytes -= Self::size(&old);
+                        dropped += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.bytes += size;
+        self.queue.push_back(m);
+        dropped
+    }
+
+    /// Puts messages back at the front, keeping their order, beyond the cap if need be:
+    /// they were accepted once and are not dropped for being unlucky.
+    pub fn requeue_front(&mut self, msgs: Vec<Outgoing>) {
+        for m in msgs.into_iter().rev() {
+            self.bytes += Self::size(&m);
+            self.queue.push_front(m);
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<Outgoing> {
+        let m = self.queue.pop_front()?;
+        self.bytes -= Self::size(&m);
+        Some(m)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// The queue behind the bus: the spool, or memory.
+pub enum Outbox {
+    Memory(Backlog),
+    Disk(Spool),
+}
+
+impl Outbox {
+    pub fn memory(cap: u64, drop_oldest: bool) -> Outbox {
+        Outbox::Memory(Backlog {
+            queue: VecDeque::new(),
+            bytes: 0,
+            cap,
+            drop_oldest,
+        })
+    }
+
+    /// Queues a message; returns how many messages the size cap dropped.
+    pub fn push(&mut self, m: Outgoing) -> u64 {
+        match self {
+            Outbox::Memory(b) => b.push(m),
+            Outbox::Disk(s) => match s.append(&m) {
+                Ok(a) => a.dropped,
+                Err(e) => {
+                    tracing::error!("spool write failed, message dropped: {e}");
+                    1
+                }
+            },
+        }
+    }
+
+    /// The next message to send, oldest first.
+    pub fn next(&mut self) -> Option<Outgoing> {
+        match self {
+            Outbox::Memory(b) => b.pop(),
+            Outbox::Disk(s) => s.next_to_send().unwrap_or_else(|e| {
+                tracing::error!("spool read failed: {e}");
+                None
+            }),
+        }
+    }
+
+    /// The broker acknowledged `m`.
+    pub fn delivered(&mut self, m: &Outgoing) {
+        if let (Outbox::Disk(s), Some(id)) = (self, m.spool_id) {
+            s.ack(id);
+        }
+    }
+
+    /// The connection ended with `unacked` in flight: send them again, oldest first.
+    pub fn rewind(&mut self, unacked: Vec<Outgoing>) {
+        match self {
+            Outbox::Memory(b) => b.requeue_front(unacked),
+            // The spool still holds every unacknowledged message, in order.
+            Outbox::Disk(s) => s.rewind(),
+        }
+    }
+
+    /// Messages not yet acknowledged (queued or in flight on disk; queued in memory).
+    pub fn len(&self) -> u64 {
+        match self {
+            Outbox::Memory(b) => b.queue.len() as u64,
+            Outbox::Disk(s) => s.len(),
+        }
+    }
+
+    /// Whether [`Outbox::next`] has more to give.
+    pub fn has_unsent(&self) -> bool {
+        match self {
+            Outbox::Memory(b) => !b.is_empty(),
+            Outbox::Disk(s) => s.has_unsent(),
+        }
+    }
+
+    pub fn needs_flush(&self) -> bool {
+        matches!(self, Outbox::Disk(s) if s.needs_flush())
+    }
+
+    pub fn flush(&mut self, sync: bool) {
+        if let Outbox::Disk(s) = self {
+            if let Err(e) = s.flush(sync) {
+                tracing::error!("spool flush failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::QoS;
+
+    fn msg(n: usize) -> Outgoing {
+        Outgoing::new("t", vec![0u8; n], QoS::AtLeastOnce, false)
+    }
+
+    #[test]
+    fn backlog_drops_oldest_when_full_and_counts_exactly() {
+        let mut b = Backlog {
+            queue: VecDeque::new(),
+            bytes: 0,
+            cap: 3 * Backlog::size(&msg(10)),
+            drop_oldest: true,
+        };
+        let mut dropped = 0;
+        for _ in 0..5 {
+            dropped += b.push(msg(10));
+        }
+        assert_eq!(dropped, 2);
+        assert_eq!(b.queue.len(), 3);
+    }
+
+    #[test]
+    fn backlog_drop_new_keeps_the_oldest() {
+        let mut b = Backlog {
+            queue: VecDeque::new(),
+            bytes: 0,
+            cap: 2 * Backlog::size(&msg(10)),
+            drop_oldest: false,
+        };
+        let mut first = msg(10);
+        first.topic = "f".into();
+        assert_eq!(b.push(first), 0);
+        assert_eq!(b.push(msg(10)), 0);
+        assert_eq!(b.push(msg(10)), 1);
+        assert_eq!(b.pop().unwrap().topic.as_ref(), "f");
+    }
+}

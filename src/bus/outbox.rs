@@ -92,7 +92,7 @@ impl Outbox {
     }
 
     /// The next message to send, oldest first.
-    pub fn next(&mut self) -> Option<Outgoing> {
+    pub fn next_to_send(&mut self) -> Option<Outgoing> {
         match self {
             Outbox::Memory(b) => b.pop(),
             Outbox::Disk(s) => s.next_to_send().unwrap_or_else(|e| {
@@ -119,14 +119,14 @@ impl Outbox {
     }
 
     /// Messages not yet acknowledged (queued or in flight on disk; queued in memory).
-    pub fn len(&self) -> u64 {
+    pub fn pending(&self) -> u64 {
         match self {
             Outbox::Memory(b) => b.queue.len() as u64,
             Outbox::Disk(s) => s.len(),
         }
     }
 
-    /// Whether [`Outbox::next`] has more to give.
+    /// Whether [`Outbox::next_to_send`] has more to give.
     pub fn has_unsent(&self) -> bool {
         match self {
             Outbox::Memory(b) => !b.is_empty(),

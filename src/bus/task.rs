@@ -144,7 +144,7 @@ impl Ctx {
     fn publish_gauge(&self) {
         self.stats
             .spooled
-            .store(self.outbox.len(), Ordering::Relaxed);
+            .store(self.outbox.pending(), Ordering::Relaxed);
     }
 
     /// Handles a command while there is no connection. Returns a shutdown request.
@@ -203,7 +203,7 @@ impl Ctx {
 
         let ended = loop {
             while session.can_send() && wbuf.len() < WBUF_HIGH {
-                match self.outbox.next() {
+                match self.outbox.next_to_send() {
                     Some(m) => {
                         self.stats.published.fetch_add(1, Ordering::Relaxed);
                         Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
@@ -217,7 +217,7 @@ impl Ctx {
                     if !drained {
                         tracing::warn!(
                             unacked = session.inflight(),
-                            queued = self.outbox.len(),
+                            queued = self.outbox.pending(),
                             "shutdown grace period over with messages not acknowledged"
                         );
                     }

@@ -51,7 +51,9 @@ enum Ended {
 
 impl DeviceTask {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        // Capped at 1 s so a replugged adapter (or a udev symlink that reappears) is back
+        // within about a second.
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         let what = self.device.transport.describe();
         loop {
             if *shutdown.borrow() {

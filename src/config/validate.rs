@@ -331,12 +331,24 @@ impl Validator {
             Err(p) => {
                 self.problems.push(p);
                 // Still report problems in the streams and commands.
+                // Still check the streams and commands, as far as they stand alone.
                 if protocol == "nmea" {
-                    let _: Vec<NmeaStreamConfig> = self.parse_items(stream_items, at, "streams");
+                    let streams: Vec<NmeaStreamConfig> =
+                        self.parse_items(stream_items, at, "streams");
+                    for (i, st) in streams.into_iter().enumerate() {
+                        self.nmea_stream(st, &format!("{at}.streams[{i}]"), "");
+                    }
                 } else {
-                    let _: Vec<LinesStreamConfig> = self.parse_items(stream_items, at, "streams");
-                    let _: Vec<LinesCommandConfig> =
+                    let streams: Vec<LinesStreamConfig> =
+                        self.parse_items(stream_items, at, "streams");
+                    for (i, st) in streams.into_iter().enumerate() {
+                        self.lines_stream(st, &format!("{at}.streams[{i}]"), None, "");
+                    }
+                    let commands: Vec<LinesCommandConfig> =
                         self.parse_items(command_items, at, "commands");
+                    for (i, c) in commands.into_iter().enumerate() {
+                        self.lines_command(c, &format!("{at}.commands[{i}]"), &lines_types());
+                    }
                 }
                 return None;
             }
@@ -552,67 +564,161 @@ impl Validator {
         (ok && rate.is_some()).then(|| (rate.unwrap(), frame))
     }
 
+    fn nmea_stream(
+        &mut self,
+        s: NmeaStreamConfig,
+        sat: &str,
+        device_frame: &str,
+    ) -> Option<StreamSpec> {
+        let sat = sat.to_string();
+        let t = self.msg_type(
+            &sat,
+            &s.msg_type,
+            &[MessageType::NavSatFix, MessageType::Map],
+        );
+        let common = self.stream_common(
+            &sat,
+            &s.sensor,
+            s.qos,
+            s.max_rate_hz,
+            s.frame_id,
+            device_frame,
+        );
+        let source = s.source.trim().to_ascii_uppercase();
+        let source_ok =
+            (3..=6).contains(&source.len()) && source.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !source_ok {
+            self.problem(
+                format!("{sat}.source"),
+                format!(
+                    "`{}` is not an NMEA sentence name such as GGA or RMC",
+                    s.source
+                ),
+            );
+        }
+        let formatter = if source.len() == 5 {
+            &source[2..]
+        } else {
+            &source[..]
+        };
+        if t == Some(MessageType::NavSatFix)
+            && source_ok
+            && formatter != "GGA"
+            && formatter != "RMC"
+        {
+            self.problem(
+                format!("{sat}.source"),
+                format!("sensor_msgs/NavSatFix is built from GGA or RMC, not `{source}`; use type \"map\" for other sentences"),
+            );
+            return None;
+        }
+        if let (Some(t), Some((min_interval, frame_id)), true) = (t, common, source_ok) {
+            return Some(StreamSpec {
+                sensor: s.sensor,
+                msg_type: t,
+                qos: s.qos,
+                retain: s.retain,
+                min_interval,
+                frame_id,
+                select: StreamSelect::Nmea { source },
+            });
+        }
+        None
+    }
+
+    fn lines_stream(
+        &mut self,
+        s: LinesStreamConfig,
+        sat: &str,
+        csv_columns: Option<&[String]>,
+        device_frame: &str,
+    ) -> Option<StreamSpec> {
+        let sat = sat.to_string();
+        let all_types = lines_types();
+        let t = self.msg_type(&sat, &s.msg_type, &all_types);
+        let common = self.stream_common(
+            &sat,
+            &s.sensor,
+            s.qos,
+            s.max_rate_hz,
+            s.frame_id,
+            device_frame,
+        );
+        let mut when = Vec::new();
+        for (k, v) in s.when {
+            match scalar_text(&v) {
+                Some(text) => when.push((k, text)),
+                None => self.problem(
+                    format!("{sat}.when.{k}"),
+                    "must be a string, number or bool",
+                ),
+            }
+        }
+        let mut fields = Vec::new();
+        let mut flat = Vec::new();
+        let fields_given = !s.fields.is_empty();
+        flatten(&toml::Value::Table(s.fields), "", &mut flat);
+        for (path, v) in flat {
+            let Some(key) = v.as_str() else {
+                self.problem(
+                    format!("{sat}.fields.{path}"),
+                    "must be the name of a line key (a string)",
+                );
+                continue;
+            };
+            if let Some(t) = t {
+                if t.kind_of(&path).is_none() {
+                    self.problem(
+                        format!("{sat}.fields.{path}"),
+                        format!("`{path}` is not a field of {t}"),
+                    );
+                    continue;
+                }
+            }
+            if csv_columns.is_some_and(|cols| !cols.iter().any(|c| c == key)) {
+                self.problem(
+                    format!("{sat}.fields.{path}"),
+                    format!("line key `{key}` is not one of the columns"),
+                );
+                continue;
+            }
+            fields.push((path, key.to_string()));
+        }
+        if !fields_given && t.is_some() && t != Some(MessageType::Map) {
+            self.problem(
+                format!("{sat}.fields"),
+                "missing: map message field paths to line keys, e.g. fields = { voltage = \"v\" }",
+            );
+            return None;
+        }
+        if let (Some(t), Some((min_interval, frame_id))) = (t, common) {
+            return Some(StreamSpec {
+                sensor: s.sensor,
+                msg_type: t,
+                qos: s.qos,
+                retain: s.retain,
+                min_interval,
+                frame_id,
+                select: StreamSelect::Lines { when, fields },
+            });
+        }
+        None
+    }
+
     fn nmea_device(&mut self, d: NmeaDeviceConfig, at: &str) -> Option<Device> {
         let name_ok = self.check_name(&format!("{at}.name"), &d.name, false);
         let transport = self.transport(d.serial, d.tcp, at);
         let device_frame = d.frame_id.clone().unwrap_or_else(|| d.name.clone());
-        let mut streams = Vec::new();
-        for (i, s) in d.streams.into_iter().enumerate() {
-            let sat = format!("{at}.streams[{i}]");
-            let t = self.msg_type(
-                &sat,
-                &s.msg_type,
-                &[MessageType::NavSatFix, MessageType::Map],
-            );
-            let common = self.stream_common(
-                &sat,
-                &s.sensor,
-                s.qos,
-                s.max_rate_hz,
-                s.frame_id,
-                &device_frame,
-            );
-            let source = s.source.trim().to_ascii_uppercase();
-            let source_ok = (3..=6).contains(&source.len())
-                && source.bytes().all(|b| b.is_ascii_alphanumeric());
-            if !source_ok {
-                self.problem(
-                    format!("{sat}.source"),
-                    format!(
-                        "`{}` is not an NMEA sentence name such as GGA or RMC",
-                        s.source
-                    ),
-                );
-            }
-            let formatter = if source.len() == 5 {
-                &source[2..]
-            } else {
-                &source[..]
-            };
-            if t == Some(MessageType::NavSatFix)
-                && source_ok
-                && formatter != "GGA"
-                && formatter != "RMC"
-            {
-                self.problem(
-                    format!("{sat}.source"),
-                    format!("sensor_msgs/NavSatFix is built from GGA or RMC, not `{source}`; use type \"map\" for other sentences"),
-                );
-                continue;
-            }
-            if let (Some(t), Some((min_interval, frame_id)), true) = (t, common, source_ok) {
-                streams.push(StreamSpec {
-                    sensor: s.sensor,
-                    msg_type: t,
-                    qos: s.qos,
-                    retain: s.retain,
-                    min_interval,
-                    frame_id,
-                    select: StreamSelect::Nmea { source },
-                });
-            }
-        }
-        let idle_timeout = d.idle_timeout_ms.map(Duration::from_millis);
+        let streams = d
+            .streams
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, st)| {
+                self.nmea_stream(st, &format!("{at}.streams[{i}]"), &device_frame)
+            })
+            .collect();
+        // A GPS talks at least once a second; silence means an unplugged or wedged port.
+        let idle_timeout = idle(d.idle_timeout_ms.unwrap_or(NMEA_IDLE_TIMEOUT_MS));
         (name_ok && transport.is_some()).then(|| Device {
             name: d.name,
             transport: transport.unwrap(),
@@ -653,81 +759,21 @@ impl Validator {
                 ','
             }
         };
-        let all_types: Vec<MessageType> = MessageType::ALL
+        let all_types = lines_types();
+        let csv_columns = (d.format == LineFormat::Csv).then_some(columns.as_slice());
+        let streams = d
+            .streams
             .into_iter()
-            .filter(|t| *t != MessageType::Frame)
+            .enumerate()
+            .filter_map(|(i, st)| {
+                self.lines_stream(
+                    st,
+                    &format!("{at}.streams[{i}]"),
+                    csv_columns,
+                    &device_frame,
+                )
+            })
             .collect();
-        let mut streams = Vec::new();
-        for (i, s) in d.streams.into_iter().enumerate() {
-            let sat = format!("{at}.streams[{i}]");
-            let t = self.msg_type(&sat, &s.msg_type, &all_types);
-            let common = self.stream_common(
-                &sat,
-                &s.sensor,
-                s.qos,
-                s.max_rate_hz,
-                s.frame_id,
-                &device_frame,
-            );
-            let mut when = Vec::new();
-            for (k, v) in s.when {
-                match scalar_text(&v) {
-                    Some(text) => when.push((k, text)),
-                    None => self.problem(
-                        format!("{sat}.when.{k}"),
-                        "must be a string, number or bool",
-                    ),
-                }
-            }
-            let mut fields = Vec::new();
-            let mut flat = Vec::new();
-            let fields_given = !s.fields.is_empty();
-            flatten(&toml::Value::Table(s.fields), "", &mut flat);
-            for (path, v) in flat {
-                let Some(key) = v.as_str() else {
-                    self.problem(
-                        format!("{sat}.fields.{path}"),
-                        "must be the name of a line key (a string)",
-                    );
-                    continue;
-                };
-                if let Some(t) = t {
-                    if t.kind_of(&path).is_none() {
-                        self.problem(
-                            format!("{sat}.fields.{path}"),
-                            format!("`{path}` is not a field of {t}"),
-                        );
-                        continue;
-                    }
-                }
-                if d.format == LineFormat::Csv && !columns.iter().any(|c| c == key) {
-                    self.problem(
-                        format!("{sat}.fields.{path}"),
-                        format!("line key `{key}` is not one of the columns"),
-                    );
-                    continue;
-                }
-                fields.push((path, key.to_string()));
-            }
-            if !fields_given && t.is_some() && t != Some(MessageType::Map) {
-                self.problem(
-                    format!("{sat}.fields"),
-                    "missing: map message field paths to line keys, e.g. fields = { voltage = \"v\" }",
-                );
-                continue;
-            }
-            if let (Some(t), Some((min_interval, frame_id))) = (t, common) {
-                streams.push(StreamSpec {
-                    sensor: s.sensor,
-                    msg_type: t,
-                    qos: s.qos,
-                    retain: s.retain,
-                    min_interval,
-                    frame_id,
-                    select: StreamSelect::Lines { when, fields },
-                });
-            }
-        }
         let mut commands = Vec::new();
         for (i, c) in d.commands.into_iter().enumerate() {
             let cat = format!("{at}.commands[{i}]");
@@ -735,7 +781,7 @@ impl Validator {
                 commands.push(cmd);
             }
         }
-        let idle_timeout = d.idle_timeout_ms.map(Duration::from_millis);
+        let idle_timeout = d.idle_timeout_ms.and_then(idle);
         (name_ok && transport.is_some()).then(|| Device {
             name: d.name,
             transport: transport.unwrap(),
@@ -908,6 +954,22 @@ impl Validator {
             }
         }
     }
+}
+
+/// The types a `lines` device can read or write.
+fn lines_types() -> Vec<MessageType> {
+    MessageType::ALL
+        .into_iter()
+        .filter(|t| *t != MessageType::Frame)
+        .collect()
+}
+
+/// Default `idle_timeout_ms` of NMEA devices.
+pub const NMEA_IDLE_TIMEOUT_MS: u64 = 5000;
+
+/// `idle_timeout_ms = 0` turns the idle check off.
+fn idle(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn num(v: &toml::Value) -> Option<f64> {

@@ -99,6 +99,8 @@ pub struct MqttReport {
     pub reconnects: u64,
     pub spooled: u64,
     pub dropped: u64,
+    /// Extension: QoS 0 messages not sent (no broker, or a full queue).
+    pub dropped_qos0: u64,
 }
 
 /// The `robot/<id>/diagnostics` payload.
@@ -136,6 +138,7 @@ pub fn report(
             reconnects: BusStats::get(&bus.reconnects),
             spooled: BusStats::get(&bus.spooled),
             dropped: BusStats::get(&bus.dropped),
+            dropped_qos0: BusStats::get(&bus.dropped_qos0),
         },
     }
 }

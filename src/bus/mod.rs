@@ -203,8 +203,12 @@ pub struct BusStats {
     pub reconnects: AtomicU64,
     /// QoS 1/2 messages waiting for the broker's acknowledgement (in the spool), now.
     pub spooled: AtomicU64,
-    /// Messages dropped: backlog full, QoS 0 while disconnected, or a full queue.
+    /// QoS 1/2 messages lost: spool full (by `on_full`), or the bus queue full.
     pub dropped: AtomicU64,
+    /// QoS 0 messages not sent: no broker connection, or the bus queue full.
+    pub dropped_qos0: AtomicU64,
+    /// Incoming messages dropped because their consumer fell behind.
+    pub dropped_incoming: AtomicU64,
     pub published: AtomicU64,
     pub delivered: AtomicU64,
     pub received: AtomicU64,
@@ -246,11 +250,16 @@ pub struct BusHandle {
 impl BusHandle {
     /// Queues a message without waiting. A full queue drops it and counts the drop.
     pub fn publish(&self, msg: Outgoing) -> Result<(), BusError> {
+        let counter = if msg.qos == QoS::AtMostOnce {
+            &self.stats.dropped_qos0
+        } else {
+            &self.stats.dropped
+        };
         self.tx
             .try_send(Command::Publish(msg))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
                     BusError::Full
                 }
                 mpsc::error::TrySendError::Closed(_) => BusError::Closed,

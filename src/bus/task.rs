@@ -161,7 +161,7 @@ impl Ctx {
     fn enqueue(&mut self, m: Outgoing) {
         if m.qos == QoS::AtMostOnce {
             // QoS 0 is fire and forget: with no broker there is nowhere to fire it.
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_qos0.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let dropped = self.outbox.push(m);
@@ -383,7 +383,7 @@ impl Ctx {
                     retain: p.retain,
                 };
                 if self.incoming.try_send(msg).is_err() {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dropped_incoming.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("incoming message queue full; message dropped");
                 }
             }

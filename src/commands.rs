@@ -5,7 +5,7 @@
 
 use crate::bus::{BusHandle, Incoming, LinkState, Outgoing, QoS};
 use crate::config::{CommandRender, Robot};
-use crate::device::WriteRequest;
+use crate::device::{DeviceWrite, WriteRequest};
 use crate::messages::{Message, Time};
 use crate::meta::Topics;
 use crate::safety::{decode_command, nest, Actuator, Verdict};
@@ -76,13 +76,24 @@ fn salvage_id(payload: &[u8], max: usize) -> rmpv::Value {
     }
 }
 
-fn render(route: &Route, msg: &Message) -> Result<Vec<u8>, String> {
+/// What the device is asked to do for `msg`.
+fn render(route: &Route, msg: &Message) -> Result<DeviceWrite, String> {
     match &route.act.spec.render {
         CommandRender::Template(t) => {
             let mut line = String::new();
             t.render(msg, &mut line)?;
-            Ok(line.into_bytes())
+            Ok(DeviceWrite::Line(line.into_bytes()))
         }
+        CommandRender::Modbus(writes) => writes
+            .iter()
+            .map(|w| {
+                let v = msg
+                    .get_path(&w.field)
+                    .ok_or_else(|| format!("`{}` has no value", w.field))?;
+                crate::protocols::modbus::encode_write(w, &v)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(DeviceWrite::Modbus),
     }
 }
 
@@ -146,8 +157,8 @@ impl CommandRouter {
         let route = &mut self.routes[i];
         route.act.disarm();
         let msg = route.act.safe_message();
-        let bytes = match render(route, &msg) {
-            Ok(b) => b,
+        let write = match render(route, &msg) {
+            Ok(w) => w,
             Err(e) => {
                 tracing::error!(actuator = %route.act.spec.actuator, "cannot render the safe values: {e}");
                 return None;
@@ -155,7 +166,7 @@ impl CommandRouter {
         };
         let (done, rx) = oneshot::channel();
         let req = WriteRequest {
-            bytes,
+            write,
             done: Some(done),
         };
         match route.writer.try_send(req) {
@@ -196,7 +207,8 @@ impl CommandRouter {
         let engage = (payload.len() <= self.max_payload)
             .then(|| {
                 let mut rd = payload;
-                rmpv::decode::read_value_with_max_depth(&mut rd, 4).ok()
+                rmpv::decode::read_value_with_max_depth(&mut rd, crate::safety::decode::MAX_DEPTH)
+                    .ok()
             })
             .flatten()
             .and_then(|v| match v {
@@ -280,8 +292,8 @@ impl CommandRouter {
             }
             Verdict::Apply { message, applied } => (message, applied),
         };
-        let bytes = match render(&self.routes[i], &message) {
-            Ok(b) => b,
+        let write = match render(&self.routes[i], &message) {
+            Ok(w) => w,
             Err(e) => {
                 self.ack(&actuator, decoded.id, Err(e));
                 return;
@@ -291,7 +303,7 @@ impl CommandRouter {
         if self.routes[i]
             .writer
             .try_send(WriteRequest {
-                bytes,
+                write,
                 done: Some(done),
             })
             .is_err()
@@ -411,5 +423,38 @@ impl CommandRouter {
         for rx in pending {
             let _ = tokio::time::timeout(SAFE_WRITE_TIMEOUT, rx).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_payloads_are_named_maps_in_the_contract_order() {
+        let p = ack_payload(rmpv::Value::from(7), Err("estop".into()));
+        let v = crate::fleet::json::to_json(&crate::fleet::json::decode_msgpack(&p).unwrap());
+        assert_eq!(
+            v,
+            serde_json::json!({"id": 7, "ok": false, "error": "estop", "applied": null})
+        );
+    }
+
+    #[test]
+    fn ids_are_salvaged_from_payloads_that_fail_later_checks() {
+        let p = rmp_serde::to_vec_named(&serde_json::json!({"id": "a1", "linear": {"x": "fast"}}))
+            .unwrap();
+        assert_eq!(salvage_id(&p, 1024), rmpv::Value::from("a1"));
+        assert_eq!(salvage_id(b"\xdd\xff\xff\xff\xff", 1024), rmpv::Value::Nil);
+    }
+
+    #[test]
+    fn a_flat_estop_map_decodes_within_the_depth_budget() {
+        let p = rmp_serde::to_vec_named(&serde_json::json!({"id": 1, "engage": true})).unwrap();
+        let mut rd = &p[..];
+        assert!(
+            rmpv::decode::read_value_with_max_depth(&mut rd, crate::safety::decode::MAX_DEPTH)
+                .is_ok()
+        );
     }
 }

@@ -6,7 +6,8 @@ use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::settings::OnFull;
 use crate::config::{Robot, Settings};
-use crate::device::{decoder_for, DeviceTask};
+use crate::device::bytes::{decoder_for, DeviceTask};
+use crate::device::modbus::ModbusTask;
 use crate::diagnostics::{self, DeviceDiag};
 use crate::meta::{self, Topics};
 use crate::spool::Spool;
@@ -102,25 +103,50 @@ pub async fn start(
     let mut diags = Vec::new();
     let mut devices = Vec::new();
     for device in &robot.devices {
-        let diag = DeviceDiag::new(device.name.clone());
         let (wtx, wrx) = mpsc::channel(64);
         let (link_tx, link_rx) = watch::channel(false);
-        let streams = device
+        let streams: Vec<StreamPublisher> = device
             .streams
             .iter()
             .map(|s| StreamPublisher::new(s, topics.sensor(&s.sensor)))
             .collect();
-        let task = DeviceTask {
-            device: device.clone(),
-            decoder: decoder_for(device),
-            streams,
-            diag: diag.clone(),
-            bus: bus.clone(),
-            writes: wrx,
-            link: link_tx,
-        };
-        tokio::spawn(task.run(stop.clone()));
-        diags.push(diag);
+        match decoder_for(device) {
+            Some(decoder) => {
+                let diag = DeviceDiag::new(device.name.clone());
+                let task = DeviceTask {
+                    device: device.clone(),
+                    decoder,
+                    streams,
+                    diag: diag.clone(),
+                    bus: bus.clone(),
+                    writes: wrx,
+                    link: link_tx,
+                };
+                tokio::spawn(task.run(stop.clone()));
+                diags.push(diag);
+            }
+            None => {
+                // Modbus: the port has a diagnostics entry, and so has each unit on it.
+                let diag = DeviceDiag::polled(device.name.clone());
+                diags.push(diag.clone());
+                let mut units = Vec::new();
+                let task = ModbusTask::new(
+                    device.clone(),
+                    streams,
+                    diag,
+                    |unit| {
+                        let d = DeviceDiag::new(format!("{}/unit{unit}", device.name));
+                        units.push(d.clone());
+                        d
+                    },
+                    bus.clone(),
+                    wrx,
+                    link_tx,
+                );
+                diags.extend(units);
+                tokio::spawn(task.run(stop.clone()));
+            }
+        }
         devices.push(DeviceLink {
             name: device.name.clone(),
             writer: wtx,

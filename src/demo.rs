@@ -144,6 +144,14 @@ pub async fn run(
                     crate::bus::QoS::AtLeastOnce,
                     false,
                 ));
+                let speed = serde_json::json!({"id": 2, "data": 1500.0});
+                writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("motor/speed"), "command": speed}))?;
+                let _ = view.publish(crate::bus::Outgoing::new(
+                    running.topics.command("motor/speed"),
+                    crate::fleet::json::from_json(&speed),
+                    crate::bus::QoS::AtLeastOnce,
+                    false,
+                ));
             }
             m = incoming.recv() => match m {
                 Some(m) => writeln!(out, "{}", echo::render(&m, false))?,

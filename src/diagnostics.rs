@@ -16,6 +16,8 @@ pub struct DeviceDiag {
     frames: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Polls that missed their deadline, for polled devices (Modbus).
+    missed: Option<AtomicU64>,
     /// Errors since the last log line, so a noisy device logs a summary, not a flood.
     log_gate: Mutex<(Instant, u64)>,
 }
@@ -24,14 +26,35 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl DeviceDiag {
     pub fn new(name: impl Into<String>) -> Arc<DeviceDiag> {
-        Arc::new(DeviceDiag {
-            name: name.into(),
+        Arc::new(Self::build(name.into(), None))
+    }
+
+    /// A device polled on a schedule, which also reports `missed_polls`.
+    pub fn polled(name: impl Into<String>) -> Arc<DeviceDiag> {
+        Arc::new(Self::build(name.into(), Some(AtomicU64::new(0))))
+    }
+
+    fn build(name: String, missed: Option<AtomicU64>) -> DeviceDiag {
+        DeviceDiag {
+            name,
             connected: AtomicBool::new(false),
             frames: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            missed,
             log_gate: Mutex::new((Instant::now() - LOG_EVERY, 0)),
-        })
+        }
+    }
+
+    /// A poll that missed its deadline (and was skipped, not queued).
+    pub fn missed(&self) {
+        if let Some(m) = &self.missed {
+            m.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn missed_polls(&self) -> Option<u64> {
+        self.missed.as_ref().map(|m| m.load(Ordering::Relaxed))
     }
 
     /// Records the link state; true when it changed, so callers log transitions only.
@@ -77,11 +100,6 @@ impl DeviceDiag {
         }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
     }
-
-    /// Records a link problem without counting it as a bad frame twice in a row.
-    pub fn link_error(&self, message: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -91,6 +109,9 @@ pub struct DeviceReport {
     pub frames: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Extension, for polled devices: polls that missed their deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed_polls: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +152,7 @@ pub fn report(
                 frames: d.frames(),
                 errors: d.errors(),
                 last_error: d.last_error(),
+                missed_polls: d.missed_polls(),
             })
             .collect(),
         mqtt: MqttReport {

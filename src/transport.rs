@@ -9,8 +9,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_serial::SerialPortBuilderExt;
 
-pub trait DeviceStream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> DeviceStream for T {}
+pub trait DeviceStream: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> DeviceStream for T {}
 
 pub type BoxedStream = Box<dyn DeviceStream>;
 

@@ -191,7 +191,7 @@ impl BusConfig {
             backlog_bytes: settings.spool.max_bytes,
             drop_oldest: settings.spool.on_full == crate::config::settings::OnFull::DropOldest,
             max_inflight: 100,
-            incoming_capacity: 1024,
+            incoming_capacity: 4096,
         })
     }
 }

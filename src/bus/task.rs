@@ -383,8 +383,15 @@ impl Ctx {
                     retain: p.retain,
                 };
                 if self.incoming.try_send(msg).is_err() {
-                    self.stats.dropped_incoming.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("incoming message queue full; message dropped");
+                    // Logged on the first drop of a burst only: a flood must not become a
+                    // log flood too.
+                    let before = self.stats.dropped_incoming.fetch_add(1, Ordering::Relaxed);
+                    if before.is_power_of_two() || before == 0 {
+                        tracing::warn!(
+                            dropped = before + 1,
+                            "incoming message queue full; messages dropped"
+                        );
+                    }
                 }
             }
         }

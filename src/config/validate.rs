@@ -3,6 +3,7 @@
 
 use super::robot::*;
 use crate::messages::{FieldKind, MessageType, Scalar};
+use crate::protocols::modbus::{Register, RegisterWrite};
 use crate::protocols::template::Template;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,6 +85,10 @@ pub enum ProtocolSpec {
         columns: Vec<String>,
         delimiter: char,
     },
+    Modbus {
+        /// How long to wait for a unit's answer.
+        timeout: Duration,
+    },
 }
 
 impl ProtocolSpec {
@@ -91,6 +96,7 @@ impl ProtocolSpec {
         match self {
             ProtocolSpec::Nmea => "nmea",
             ProtocolSpec::Lines { .. } => "lines",
+            ProtocolSpec::Modbus { .. } => "modbus",
         }
     }
 }
@@ -116,6 +122,12 @@ pub enum StreamSelect {
         /// Every `(key, value)` must match for a line to be taken.
         when: Vec<(String, String)>,
         /// `(message field path, line key)`; empty for `map` means every key.
+        fields: Vec<(String, String)>,
+    },
+    Modbus {
+        poll_interval: Duration,
+        registers: Vec<Register>,
+        /// `(message field path, register name)`; empty for `map` means every register.
         fields: Vec<(String, String)>,
     },
 }
@@ -144,6 +156,8 @@ pub struct CommandSpec {
 pub enum CommandRender {
     /// `lines`: one text line per command.
     Template(Template),
+    /// `modbus`: register writes, one per command field.
+    Modbus(Vec<RegisterWrite>),
 }
 
 pub const RESERVED_SEGMENTS: [&str; 5] = ["status", "catalog", "diagnostics", "cmd", "ack"];
@@ -324,6 +338,7 @@ impl Validator {
         let command_items = self.items(commands, &format!("{at}.commands"));
         let raw = match protocol.as_str() {
             "nmea" => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Nmea),
+            "modbus" => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Modbus),
             _ => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Lines),
         };
         let raw = match raw {
@@ -368,6 +383,11 @@ impl Validator {
                 d.streams = self.parse_items(stream_items, at, "streams");
                 d.commands = self.parse_items(command_items, at, "commands");
                 self.lines_device(d, at)
+            }
+            DeviceConfig::Modbus(mut d) => {
+                d.streams = self.parse_items(stream_items, at, "streams");
+                d.commands = self.parse_items(command_items, at, "commands");
+                self.modbus_device(d, at)
             }
         }
     }
@@ -705,6 +725,183 @@ impl Validator {
         None
     }
 
+    fn modbus_stream(
+        &mut self,
+        s: ModbusStreamConfig,
+        sat: &str,
+        device_frame: &str,
+    ) -> Option<StreamSpec> {
+        let t = self.msg_type(sat, &s.msg_type, &lines_types());
+        let common = self.stream_common(
+            sat,
+            &s.sensor,
+            s.qos,
+            s.max_rate_hz,
+            s.frame_id,
+            device_frame,
+        );
+        let poll = match s.poll_hz {
+            h if h.is_finite() && h > 0.0 && h <= 1000.0 => Some(Duration::from_secs_f64(1.0 / h)),
+            h => {
+                self.problem(
+                    format!("{sat}.poll_hz"),
+                    format!("must be between 0 and 1000 Hz, not {h}"),
+                );
+                None
+            }
+        };
+        let mut ok = true;
+        if s.registers.is_empty() {
+            self.problem(
+                format!("{sat}.registers"),
+                "must list at least one register",
+            );
+            ok = false;
+        }
+        let mut registers = Vec::new();
+        for (i, r) in s.registers.into_iter().enumerate() {
+            let rat = format!("{sat}.registers[{i}]");
+            let mut rok = self.check_unit(&format!("{rat}.unit"), r.unit);
+            if registers.iter().any(|x: &Register| x.name == r.name) {
+                self.problem(
+                    format!("{rat}.name"),
+                    format!("duplicate register name `{}`", r.name),
+                );
+                rok = false;
+            }
+            let bits = matches!(r.kind, RegisterKind::Coil | RegisterKind::Discrete);
+            let format = r.format.unwrap_or(if bits {
+                RegisterFormat::Bool
+            } else {
+                RegisterFormat::U16
+            });
+            if bits && format != RegisterFormat::Bool {
+                self.problem(
+                    format!("{rat}.format"),
+                    "coils and discrete inputs hold a bool",
+                );
+                rok = false;
+            }
+            let (scale, offset) = (r.scale.unwrap_or(1.0), r.offset.unwrap_or(0.0));
+            rok &= self.check_scale(&rat, scale, offset);
+            if r.address as u32
+                + if matches!(
+                    format,
+                    RegisterFormat::U32 | RegisterFormat::I32 | RegisterFormat::F32
+                ) {
+                    2
+                } else {
+                    1
+                }
+                > 65536
+            {
+                self.problem(
+                    format!("{rat}.address"),
+                    "the register runs past address 65535",
+                );
+                rok = false;
+            }
+            ok &= rok;
+            if rok {
+                registers.push(Register {
+                    name: r.name,
+                    unit: r.unit,
+                    kind: r.kind,
+                    address: r.address,
+                    format,
+                    word_order: r.word_order.unwrap_or(WordOrder::Big),
+                    scale,
+                    offset,
+                });
+            }
+        }
+        let mut fields = Vec::new();
+        let mut flat = Vec::new();
+        let fields_given = !s.fields.is_empty();
+        flatten(&toml::Value::Table(s.fields), "", &mut flat);
+        for (path, v) in flat {
+            let fat = format!("{sat}.fields.{path}");
+            let Some(name) = v.as_str() else {
+                self.problem(fat, "must be the name of a register (a string)");
+                ok = false;
+                continue;
+            };
+            if let Some(t) = t {
+                if t.kind_of(&path).is_none() {
+                    self.problem(fat, format!("`{path}` is not a field of {t}"));
+                    ok = false;
+                    continue;
+                }
+            }
+            if !registers.iter().any(|r| r.name == name) {
+                self.problem(fat, format!("no register is named `{name}`"));
+                ok = false;
+                continue;
+            }
+            fields.push((path, name.to_string()));
+        }
+        if !fields_given && t.is_some() && t != Some(MessageType::Map) {
+            self.problem(
+                format!("{sat}.fields"),
+                "missing: map message field paths to register names, e.g. fields = { data = \"speed\" }",
+            );
+            ok = false;
+        }
+        let (t, (min_interval, frame_id), poll_interval) = (t?, common?, poll?);
+        ok.then_some(StreamSpec {
+            sensor: s.sensor,
+            msg_type: t,
+            qos: s.qos,
+            retain: s.retain,
+            min_interval,
+            frame_id,
+            select: StreamSelect::Modbus {
+                poll_interval,
+                registers,
+                fields,
+            },
+        })
+    }
+
+    fn modbus_device(&mut self, d: ModbusDeviceConfig, at: &str) -> Option<Device> {
+        let name_ok = self.check_name(&format!("{at}.name"), &d.name, false);
+        let transport = self.transport(d.serial, d.tcp, at);
+        let device_frame = d.frame_id.clone().unwrap_or_else(|| d.name.clone());
+        let timeout = match d.timeout_ms.unwrap_or(200) {
+            0 => {
+                self.problem(format!("{at}.timeout_ms"), "must be greater than 0");
+                None
+            }
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let streams = d
+            .streams
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, st)| {
+                self.modbus_stream(st, &format!("{at}.streams[{i}]"), &device_frame)
+            })
+            .collect();
+        let commands = d
+            .commands
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                self.modbus_command(c, &format!("{at}.commands[{i}]"), &lines_types())
+            })
+            .collect();
+        (name_ok && transport.is_some() && timeout.is_some()).then(|| Device {
+            name: d.name,
+            transport: transport.unwrap(),
+            protocol: ProtocolSpec::Modbus {
+                timeout: timeout.unwrap(),
+            },
+            idle_timeout: None,
+            streams,
+            commands,
+        })
+    }
+
     fn nmea_device(&mut self, d: NmeaDeviceConfig, at: &str) -> Option<Device> {
         let name_ok = self.check_name(&format!("{at}.name"), &d.name, false);
         let transport = self.transport(d.serial, d.tcp, at);
@@ -802,6 +999,158 @@ impl Validator {
         at: &str,
         types: &[MessageType],
     ) -> Option<CommandSpec> {
+        let template_text = c.template;
+        let common = CommandCommon {
+            actuator: c.actuator,
+            msg_type: c.msg_type,
+            limits: c.limits,
+            out_of_range: c.out_of_range,
+            timeout_ms: c.timeout_ms,
+            safe: c.safe,
+            max_rate_hz: c.max_rate_hz,
+            max_age_ms: c.max_age_ms,
+        };
+        self.command(common, at, types, |v, t| {
+            let tpl = match Template::parse(&template_text) {
+                Ok(tpl) => tpl,
+                Err(e) => {
+                    v.problem(format!("{at}.template"), e);
+                    return None;
+                }
+            };
+            let mut ok = true;
+            for p in tpl.paths() {
+                match t.kind_of(p) {
+                    Some(k)
+                        if k.is_numeric()
+                            || k == FieldKind::Bool
+                            || k == FieldKind::Str
+                            || k == FieldKind::Any => {}
+                    _ => {
+                        v.problem(
+                            format!("{at}.template"),
+                            format!("`{{{p}}}` is not a field of {t}"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(CommandRender::Template(tpl))
+        })
+    }
+
+    fn modbus_command(
+        &mut self,
+        c: ModbusCommandConfig,
+        at: &str,
+        types: &[MessageType],
+    ) -> Option<CommandSpec> {
+        let writes = c.writes;
+        let common = CommandCommon {
+            actuator: c.actuator,
+            msg_type: c.msg_type,
+            limits: c.limits,
+            out_of_range: c.out_of_range,
+            timeout_ms: c.timeout_ms,
+            safe: c.safe,
+            max_rate_hz: c.max_rate_hz,
+            max_age_ms: c.max_age_ms,
+        };
+        self.command(common, at, types, |v, t| {
+            if writes.is_empty() {
+                v.problem(
+                    format!("{at}.writes"),
+                    "must list at least one register write",
+                );
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut all_ok = true;
+            for (i, w) in writes.into_iter().enumerate() {
+                let wat = format!("{at}.writes[{i}]");
+                let kind = w.kind.unwrap_or(RegisterKind::Holding);
+                let format = w.format.unwrap_or(match kind {
+                    RegisterKind::Coil => RegisterFormat::Bool,
+                    _ => RegisterFormat::U16,
+                });
+                let mut ok = v.check_unit(&format!("{wat}.unit"), w.unit);
+                match kind {
+                    RegisterKind::Holding => {}
+                    RegisterKind::Coil if format == RegisterFormat::Bool => {}
+                    RegisterKind::Coil => {
+                        v.problem(format!("{wat}.format"), "a coil holds a bool");
+                        ok = false;
+                    }
+                    _ => {
+                        v.problem(
+                            format!("{wat}.kind"),
+                            "only holding registers and coils can be written",
+                        );
+                        ok = false;
+                    }
+                }
+                match t.kind_of(&w.field) {
+                    Some(k) if k.is_numeric() || k == FieldKind::Bool || k == FieldKind::Any => {}
+                    _ => {
+                        v.problem(
+                            format!("{wat}.field"),
+                            format!("`{}` is not a numeric or bool field of {t}", w.field),
+                        );
+                        ok = false;
+                    }
+                }
+                let (scale, offset) = (w.scale.unwrap_or(1.0), w.offset.unwrap_or(0.0));
+                ok &= v.check_scale(&wat, scale, offset);
+                all_ok &= ok;
+                if ok {
+                    out.push(RegisterWrite {
+                        field: w.field,
+                        unit: w.unit,
+                        kind,
+                        address: w.address,
+                        format,
+                        word_order: w.word_order.unwrap_or(WordOrder::Big),
+                        scale,
+                        offset,
+                    });
+                }
+            }
+            all_ok.then_some(CommandRender::Modbus(out))
+        })
+    }
+
+    fn check_unit(&mut self, at: &str, unit: u8) -> bool {
+        if !(1..=247).contains(&unit) {
+            self.problem(
+                at,
+                format!("must be a Modbus unit id from 1 to 247, not {unit}"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn check_scale(&mut self, at: &str, scale: f64, offset: f64) -> bool {
+        let mut ok = true;
+        if !scale.is_finite() || scale == 0.0 {
+            self.problem(format!("{at}.scale"), "must be a finite, non-zero number");
+            ok = false;
+        }
+        if !offset.is_finite() {
+            self.problem(format!("{at}.offset"), "must be a finite number");
+            ok = false;
+        }
+        ok
+    }
+
+    /// Checks the keys every command shares, then its protocol's way of writing.
+    fn command(
+        &mut self,
+        c: CommandCommon,
+        at: &str,
+        types: &[MessageType],
+        render: impl FnOnce(&mut Self, MessageType) -> Option<CommandRender>,
+    ) -> Option<CommandSpec> {
         let mut ok = self.check_name(&format!("{at}.actuator"), &c.actuator, true);
         if c.actuator == "estop" {
             self.problem(
@@ -811,33 +1160,9 @@ impl Validator {
             ok = false;
         }
         let t = self.msg_type(at, &c.msg_type, types);
-        let template = match Template::parse(&c.template) {
-            Ok(tpl) => Some(tpl),
-            Err(e) => {
-                self.problem(format!("{at}.template"), e);
-                None
-            }
-        };
         let rate = self.rate(at, "max_rate_hz", c.max_rate_hz);
         let t = t?;
-        if let Some(tpl) = &template {
-            for p in tpl.paths() {
-                match t.kind_of(p) {
-                    Some(k)
-                        if k.is_numeric()
-                            || k == FieldKind::Bool
-                            || k == FieldKind::Str
-                            || k == FieldKind::Any => {}
-                    _ => {
-                        self.problem(
-                            format!("{at}.template"),
-                            format!("`{{{p}}}` is not a field of {t}"),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-        }
+        let render = render(self, t);
         let mut limits = Vec::new();
         let mut flat = Vec::new();
         flatten(&toml::Value::Table(c.limits), "", &mut flat);
@@ -909,10 +1234,10 @@ impl Validator {
             );
             ok = false;
         }
-        (ok && template.is_some() && rate.is_some()).then(|| CommandSpec {
+        (ok && render.is_some() && rate.is_some()).then(|| CommandSpec {
             actuator: c.actuator,
             msg_type: t,
-            render: CommandRender::Template(template.unwrap()),
+            render: render.unwrap(),
             limits,
             out_of_range: c.out_of_range,
             timeout: c.timeout_ms.map(Duration::from_millis),
@@ -970,6 +1295,18 @@ pub const NMEA_IDLE_TIMEOUT_MS: u64 = 5000;
 /// `idle_timeout_ms = 0` turns the idle check off.
 fn idle(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+/// The keys every command has, whatever its protocol.
+struct CommandCommon {
+    actuator: String,
+    msg_type: String,
+    limits: toml::Table,
+    out_of_range: OutOfRange,
+    timeout_ms: Option<u64>,
+    safe: toml::Table,
+    max_rate_hz: Option<f64>,
+    max_age_ms: Option<u64>,
 }
 
 fn num(v: &toml::Value) -> Option<f64> {

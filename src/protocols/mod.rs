@@ -3,6 +3,7 @@
 
 pub mod framing;
 pub mod lines;
+pub mod modbus;
 pub mod nmea;
 pub mod template;
 

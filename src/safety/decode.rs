@@ -4,8 +4,9 @@
 use crate::messages::{MapMessage, Message, MessageType, Scalar, Time};
 use serde::de::DeserializeOwned;
 
-/// Commands nest no deeper than a Twist inside its map; this leaves room and no more.
-pub const MAX_DEPTH: usize = 16;
+/// rmpv's depth budget: each map level costs about two (the map and its keys), so 32
+/// allows a dozen levels. A Twist with its header needs four.
+pub const MAX_DEPTH: usize = 32;
 
 /// A command that decoded as its type.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +98,7 @@ pub fn decode_command(
     let value =
         rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).map_err(|e| match e {
             rmpv::decode::Error::DepthLimitExceeded => {
-                format!("not a valid command: nested deeper than {MAX_DEPTH} levels")
+                "not a valid command: nested too deeply".to_string()
             }
             e => format!("not valid MessagePack: {e}"),
         })?;
@@ -211,7 +212,7 @@ mod tests {
         let deep = vec![0x91u8; 5000];
         assert!(decode_command(&deep, MessageType::Twist, 10_000)
             .unwrap_err()
-            .contains("nested deeper"));
+            .contains("nested too deeply"));
         assert!(decode_command(&vec![0u8; 2000], MessageType::Twist, 1024)
             .unwrap_err()
             .contains("exceeds the limit"));

@@ -116,14 +116,24 @@ impl Actuator {
         self.deadline = self.spec.timeout.map(|t| now + t);
     }
 
-    /// The fields a write carries: the template's fields, after clamping.
+    /// The fields a write carries (the template's, or the register writes'), after clamping.
     pub fn applied(&self, message: &Message) -> Vec<(String, Scalar)> {
-        match &self.spec.render {
-            crate::config::CommandRender::Template(t) => t
-                .paths()
-                .filter_map(|p| message.get_path(p).map(|v| (p.to_string(), v)))
-                .collect(),
+        let paths: Vec<&str> = match &self.spec.render {
+            crate::config::CommandRender::Template(t) => t.paths().collect(),
+            crate::config::CommandRender::Modbus(ws) => {
+                ws.iter().map(|w| w.field.as_str()).collect()
+            }
+        };
+        let mut out: Vec<(String, Scalar)> = Vec::new();
+        for p in paths {
+            if out.iter().any(|(q, _)| q == p) {
+                continue;
+            }
+            if let Some(v) = message.get_path(p) {
+                out.push((p.to_string(), v));
+            }
         }
+        out
     }
 
     pub fn deadline(&self) -> Option<Instant> {

@@ -2,6 +2,7 @@
 //! `tcp` devices), so the daemon, the demo and the tests run without hardware.
 
 pub mod lines_sim;
+pub mod modbus_sim;
 pub mod nmea_sim;
 pub mod pty;
 
@@ -67,7 +68,7 @@ impl Default for SimOptions {
 pub fn supports(device: &Device) -> bool {
     matches!(
         device.protocol,
-        ProtocolSpec::Nmea | ProtocolSpec::Lines { .. }
+        ProtocolSpec::Nmea | ProtocolSpec::Lines { .. } | ProtocolSpec::Modbus { .. }
     )
 }
 
@@ -113,14 +114,24 @@ pub async fn start(
                 } else {
                     None
                 };
-                tokio::spawn(serve(
-                    pty,
-                    device.clone(),
-                    opts.clone(),
-                    t0,
-                    received.clone(),
-                    stop.clone(),
-                ));
+                if let ProtocolSpec::Modbus { .. } = device.protocol {
+                    tokio::spawn(serve_modbus(
+                        pty,
+                        device.clone(),
+                        t0,
+                        received.clone(),
+                        stop.clone(),
+                    ));
+                } else {
+                    tokio::spawn(serve(
+                        pty,
+                        device.clone(),
+                        opts.clone(),
+                        t0,
+                        received.clone(),
+                        stop.clone(),
+                    ));
+                }
                 out.push(SimDevice {
                     name: device.name.clone(),
                     protocol,
@@ -139,11 +150,21 @@ pub async fn start(
                         })?;
                 let (device_c, opts_c, rx_c, mut stop_c) =
                     (device.clone(), opts.clone(), received.clone(), stop.clone());
+                let modbus = matches!(device.protocol, ProtocolSpec::Modbus { .. })
+                    .then(|| start_modbus_sim(device, t0, received.clone(), stop.clone()));
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
                             r = listener.accept() => if let Ok((sock, _)) = r {
-                                tokio::spawn(serve(sock, device_c.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
+                                match &modbus {
+                                    Some(sim) => {
+                                        let sim = sim.clone();
+                                        tokio::spawn(async move { let _ = sim.serve_tcp(sock).await; });
+                                    }
+                                    None => {
+                                        tokio::spawn(serve(sock, device_c.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
+                                    }
+                                }
                             },
                             _ = stop_c.changed() => return,
                         }
@@ -171,6 +192,44 @@ pub fn rewire(robot: &mut Robot, sims: &[SimDevice]) {
                 s.path = PathBuf::from(&sim.endpoint);
             }
         }
+    }
+}
+
+/// Creates a Modbus simulation and the task that advances it at 10 Hz.
+fn start_modbus_sim(
+    device: &Device,
+    t0: Instant,
+    received: mpsc::Sender<Received>,
+    mut stop: watch::Receiver<bool>,
+) -> std::sync::Arc<modbus_sim::ModbusSim> {
+    let sim = modbus_sim::ModbusSim::new(device, received);
+    let ticking = sim.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => ticking.tick(t0.elapsed().as_secs_f64()),
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    sim
+}
+
+async fn serve_modbus(
+    pty: Pty,
+    device: Device,
+    t0: Instant,
+    received: mpsc::Sender<Received>,
+    stop: watch::Receiver<bool>,
+) {
+    let sim = start_modbus_sim(&device, t0, received, stop.clone());
+    let mut stop = stop;
+    tokio::select! {
+        r = sim.serve_rtu(pty) => if let Err(e) = r {
+            tracing::warn!(device = %device.name, "Modbus simulator stopped: {e}");
+        },
+        _ = stop.changed() => {}
     }
 }
 

@@ -1,7 +1,8 @@
-//! The thin async driver of one device: open its transport (retrying with backoff while it
-//! is missing), read in chunks into the protocol core, publish the samples, and write the
-//! lines that commands render. A device failing never stops the others.
+//! The thin async driver of a byte-stream device (NMEA, text lines): open its transport
+//! (retrying with backoff while it is missing), read in chunks into the protocol core,
+//! publish the samples, and write the lines that commands render.
 
+use super::{refuse, DeviceWrite, WriteRequest};
 use crate::backoff::Backoff;
 use crate::bus::BusHandle;
 use crate::config::{Device, ProtocolSpec};
@@ -15,21 +16,17 @@ use crate::transport::{self, BoxedStream};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
-
-/// Bytes for the device, with an answer once they are written (or could not be).
-pub struct WriteRequest {
-    pub bytes: Vec<u8>,
-    pub done: Option<oneshot::Sender<Result<(), String>>>,
-}
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub fn decoder_for(device: &Device) -> Box<dyn Decoder> {
+/// The protocol core of a byte-stream device; `None` for other protocols.
+pub fn decoder_for(device: &Device) -> Option<Box<dyn Decoder>> {
     match &device.protocol {
-        ProtocolSpec::Nmea => Box::new(NmeaDecoder::new(&device.streams)),
-        p @ ProtocolSpec::Lines { .. } => Box::new(LinesDecoder::new(p, &device.streams)),
+        ProtocolSpec::Nmea => Some(Box::new(NmeaDecoder::new(&device.streams))),
+        p @ ProtocolSpec::Lines { .. } => Some(Box::new(LinesDecoder::new(p, &device.streams))),
+        ProtocolSpec::Modbus { .. } => None,
     }
 }
 
@@ -145,8 +142,12 @@ impl DeviceTask {
                 }
                 req = self.writes.recv() => {
                     let Some(req) = req else { return Ended::Shutdown };
+                    let DeviceWrite::Line(bytes) = &req.write else {
+                        refuse(req, "this device takes text lines");
+                        continue;
+                    };
                     let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-                        wr.write_all(&req.bytes).await?;
+                        wr.write_all(bytes).await?;
                         wr.flush().await
                     }).await;
                     let result = match result {
@@ -165,11 +166,5 @@ impl DeviceTask {
                 _ = shutdown.changed() => return Ended::Shutdown,
             }
         }
-    }
-}
-
-fn refuse(req: WriteRequest, why: &str) {
-    if let Some(done) = req.done {
-        let _ = done.send(Err(why.to_string()));
     }
 }

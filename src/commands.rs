@@ -94,6 +94,60 @@ fn render(route: &Route, msg: &Message) -> Result<DeviceWrite, String> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(DeviceWrite::Modbus),
+        CommandRender::Can { message, signals } => {
+            // Fields a `map` command leaves out are signals not given: they take the DBC's
+            // initial value. Other types default every field, so every signal is given.
+            let values: Vec<(String, f64)> = signals
+                .iter()
+                .filter_map(|(sig, path)| {
+                    msg.get_path(path)
+                        .and_then(|v| v.as_f64())
+                        .map(|v| (sig.clone(), v))
+                })
+                .collect();
+            let data = crate::protocols::dbc::encode(message, &values)?;
+            Ok(DeviceWrite::Can(crate::protocols::can::CanFrame {
+                id: message.id,
+                extended: message.extended,
+                rtr: false,
+                dlc: data.len() as u8,
+                data,
+            }))
+        }
+        CommandRender::CanRaw { ids } => {
+            let Message::Frame(f) = msg else {
+                return Err("a raw CAN command is a can_msgs/Frame".into());
+            };
+            if !ids.contains(&f.id) {
+                return Err(format!("id 0x{:X} is not in this actuator's `ids`", f.id));
+            }
+            let limit = if f.is_extended { 0x1FFF_FFFF } else { 0x7FF };
+            if f.id > limit {
+                return Err(format!(
+                    "id 0x{:X} does not fit a{} identifier",
+                    f.id,
+                    if f.is_extended {
+                        "n extended"
+                    } else {
+                        " standard"
+                    }
+                ));
+            }
+            if f.data.len() > 64 || (!f.is_rtr && f.dlc as usize != f.data.len()) {
+                return Err(format!(
+                    "dlc {} does not match {} data bytes",
+                    f.dlc,
+                    f.data.len()
+                ));
+            }
+            Ok(DeviceWrite::Can(crate::protocols::can::CanFrame {
+                id: f.id,
+                extended: f.is_extended,
+                rtr: f.is_rtr,
+                dlc: f.dlc,
+                data: f.data.clone(),
+            }))
+        }
     }
 }
 

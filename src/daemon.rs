@@ -5,11 +5,14 @@ use crate::bus::outbox::Outbox;
 use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::settings::OnFull;
+use crate::config::ProtocolSpec;
 use crate::config::{Robot, Settings};
 use crate::device::bytes::{decoder_for, DeviceTask};
 use crate::device::modbus::ModbusTask;
+use crate::device::socketcan::SocketCanTask;
 use crate::diagnostics::{self, DeviceDiag};
 use crate::meta::{self, Topics};
+use crate::protocols::can::CanCore;
 use crate::spool::Spool;
 use crate::state::{self, StateError};
 use crate::stream::StreamPublisher;
@@ -110,22 +113,8 @@ pub async fn start(
             .iter()
             .map(|s| StreamPublisher::new(s, topics.sensor(&s.sensor)))
             .collect();
-        match decoder_for(device) {
-            Some(decoder) => {
-                let diag = DeviceDiag::new(device.name.clone());
-                let task = DeviceTask {
-                    device: device.clone(),
-                    decoder,
-                    streams,
-                    diag: diag.clone(),
-                    bus: bus.clone(),
-                    writes: wrx,
-                    link: link_tx,
-                };
-                tokio::spawn(task.run(stop.clone()));
-                diags.push(diag);
-            }
-            None => {
+        match (&device.protocol, decoder_for(device)) {
+            (ProtocolSpec::Modbus { .. }, _) => {
                 // Modbus: the port has a diagnostics entry, and so has each unit on it.
                 let diag = DeviceDiag::polled(device.name.clone());
                 diags.push(diag.clone());
@@ -145,6 +134,37 @@ pub async fn start(
                 );
                 diags.extend(units);
                 tokio::spawn(task.run(stop.clone()));
+            }
+            (ProtocolSpec::SocketCan, _) => {
+                let diag = DeviceDiag::new(device.name.clone());
+                let task = SocketCanTask {
+                    device: device.clone(),
+                    core: CanCore::new(&device.streams),
+                    streams,
+                    diag: diag.clone(),
+                    bus: bus.clone(),
+                    writes: wrx,
+                    link: link_tx,
+                };
+                tokio::spawn(task.run(stop.clone()));
+                diags.push(diag);
+            }
+            (_, Some(decoder)) => {
+                let diag = DeviceDiag::new(device.name.clone());
+                let task = DeviceTask {
+                    device: device.clone(),
+                    decoder,
+                    streams,
+                    diag: diag.clone(),
+                    bus: bus.clone(),
+                    writes: wrx,
+                    link: link_tx,
+                };
+                tokio::spawn(task.run(stop.clone()));
+                diags.push(diag);
+            }
+            (p, None) => {
+                tracing::error!(device = %device.name, "no driver for protocol {}", p.name());
             }
         }
         devices.push(DeviceLink {

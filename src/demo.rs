@@ -8,12 +8,13 @@ use crate::fleet::echo::{self, ToolError};
 use crate::sim::{self, SimOptions};
 use std::future::Future;
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 pub const DEMO_ROBOT: &str = include_str!("../robots/demo.toml");
+/// The DBC file the demo robot's CAN bus uses, embedded so the demo runs from anywhere.
+pub const DEMO_DBC: &str = include_str!("../robots/comma_body.dbc");
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -92,7 +93,8 @@ pub async fn run(
     let state = std::env::temp_dir().join(format!("botbus-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).map_err(DemoError::State)?;
 
-    let mut robot = Robot::from_str(DEMO_ROBOT, Path::new("robots/demo.toml"))?;
+    std::fs::write(state.join("comma_body.dbc"), DEMO_DBC).map_err(DemoError::State)?;
+    let mut robot = Robot::from_str(DEMO_ROBOT, &state.join("demo.toml"))?;
     let mut settings = Settings::default();
     settings.mqtt.url = url.clone();
     settings.state.dir = state.display().to_string();
@@ -141,6 +143,14 @@ pub async fn run(
                 let _ = view.publish(crate::bus::Outgoing::new(
                     running.topics.command("drive"),
                     crate::fleet::json::from_json(&cmd),
+                    crate::bus::QoS::AtLeastOnce,
+                    false,
+                ));
+                let torque = serde_json::json!({"id": 3, "left": 120, "right": -120});
+                writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("body/torque"), "command": torque}))?;
+                let _ = view.publish(crate::bus::Outgoing::new(
+                    running.topics.command("body/torque"),
+                    crate::fleet::json::from_json(&torque),
                     crate::bus::QoS::AtLeastOnce,
                     false,
                 ));

@@ -27,6 +27,8 @@ pub enum TransportError {
     },
     #[error("tcp {addr}: timed out connecting")]
     TcpTimeout { addr: String },
+    #[error("{0} is a SocketCAN interface, not a byte stream")]
+    NotAByteStream(String),
 }
 
 impl TransportSpec {
@@ -35,6 +37,7 @@ impl TransportSpec {
         match self {
             TransportSpec::Serial(s) => s.path.display().to_string(),
             TransportSpec::Tcp(a) => format!("tcp://{a}"),
+            TransportSpec::SocketCan(i) => format!("socketcan:{i}"),
         }
     }
 }
@@ -81,6 +84,7 @@ fn open_serial(s: &SerialSpec) -> Result<BoxedStream, TransportError> {
 /// Opens the device's transport.
 pub async fn open(spec: &TransportSpec) -> Result<BoxedStream, TransportError> {
     match spec {
+        TransportSpec::SocketCan(i) => Err(TransportError::NotAByteStream(i.clone())),
         TransportSpec::Serial(s) => open_serial(s),
         TransportSpec::Tcp(addr) => {
             let connect = tokio::net::TcpStream::connect(addr.as_str());

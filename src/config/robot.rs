@@ -20,12 +20,14 @@ pub enum DeviceConfig {
     Nmea(NmeaDeviceConfig),
     Lines(LinesDeviceConfig),
     Modbus(ModbusDeviceConfig),
+    Slcan(CanDeviceConfig),
+    Socketcan(CanDeviceConfig),
 }
 
 /// The protocol names a robot file may use, including those later builds add.
 pub const ALL_PROTOCOLS: [&str; 6] = ["nmea", "lines", "modbus", "slcan", "socketcan", "dynamixel"];
 /// The protocols this build implements.
-pub const SUPPORTED_PROTOCOLS: [&str; 3] = ["nmea", "lines", "modbus"];
+pub const SUPPORTED_PROTOCOLS: [&str; 5] = ["nmea", "lines", "modbus", "slcan", "socketcan"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -284,6 +286,71 @@ pub struct ModbusCommandConfig {
     #[serde(rename = "type")]
     pub msg_type: String,
     pub writes: Vec<WriteConfig>,
+    #[serde(default)]
+    pub limits: toml::Table,
+    #[serde(default = "default_out_of_range")]
+    pub out_of_range: OutOfRange,
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub safe: toml::Table,
+    pub max_rate_hz: Option<f64>,
+    pub max_age_ms: Option<u64>,
+}
+
+/// A CAN bus: an slcan adapter on a serial port (or TCP), or a SocketCAN interface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanDeviceConfig {
+    pub name: String,
+    /// slcan: the adapter's serial port.
+    pub serial: Option<SerialConfig>,
+    /// slcan over a TCP serial server.
+    pub tcp: Option<String>,
+    /// socketcan: the interface, e.g. "can0".
+    pub interface: Option<String>,
+    /// slcan: the bus bitrate (10k to 1M); socketcan sets it with `ip link`.
+    pub bitrate: Option<u32>,
+    /// DBC file for `can_message` streams and commands (relative to the robot file).
+    pub dbc: Option<String>,
+    pub frame_id: Option<String>,
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub streams: Vec<CanStreamConfig>,
+    #[serde(default)]
+    pub commands: Vec<CanCommandConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanStreamConfig {
+    pub sensor: String,
+    /// `map` (the default with `can_message`) or `can_msgs/Frame` (the default with `ids`).
+    #[serde(rename = "type")]
+    pub msg_type: Option<String>,
+    /// A DBC message: its signals, decoded, as a `map`.
+    pub can_message: Option<String>,
+    /// Raw frames with these ids (all ids when the stream has neither key... nor `ids`).
+    pub ids: Option<Vec<u32>>,
+    #[serde(default)]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    pub max_rate_hz: Option<f64>,
+    pub frame_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanCommandConfig {
+    pub actuator: String,
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// A DBC message to encode, with `signals = {Signal = "field.path"}`.
+    pub can_message: Option<String>,
+    #[serde(default)]
+    pub signals: toml::Table,
+    /// For `can_msgs/Frame` commands: the ids they may write.
+    pub ids: Option<Vec<u32>>,
     #[serde(default)]
     pub limits: toml::Table,
     #[serde(default = "default_out_of_range")]

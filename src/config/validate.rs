@@ -3,11 +3,13 @@
 
 use super::robot::*;
 use crate::messages::{FieldKind, MessageType, Scalar};
+use crate::protocols::dbc::{Database, MessageDef};
 use crate::protocols::modbus::{Register, RegisterWrite};
 use crate::protocols::template::Template;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One problem in a robot file: where, and what.
@@ -65,6 +67,8 @@ pub enum TransportSpec {
     Serial(SerialSpec),
     /// `host:port` of a ser2net-style serial server.
     Tcp(String),
+    /// A SocketCAN interface such as `can0`.
+    SocketCan(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +93,10 @@ pub enum ProtocolSpec {
         /// How long to wait for a unit's answer.
         timeout: Duration,
     },
+    Slcan {
+        bitrate: u32,
+    },
+    SocketCan,
 }
 
 impl ProtocolSpec {
@@ -97,6 +105,8 @@ impl ProtocolSpec {
             ProtocolSpec::Nmea => "nmea",
             ProtocolSpec::Lines { .. } => "lines",
             ProtocolSpec::Modbus { .. } => "modbus",
+            ProtocolSpec::Slcan { .. } => "slcan",
+            ProtocolSpec::SocketCan => "socketcan",
         }
     }
 }
@@ -130,6 +140,10 @@ pub enum StreamSelect {
         /// `(message field path, register name)`; empty for `map` means every register.
         fields: Vec<(String, String)>,
     },
+    /// A DBC message, decoded into a `map` of physical signal values.
+    CanMessage { message: Arc<MessageDef> },
+    /// Raw frames with these ids (every id when `None`).
+    CanRaw { ids: Option<Vec<u32>> },
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +172,13 @@ pub enum CommandRender {
     Template(Template),
     /// `modbus`: register writes, one per command field.
     Modbus(Vec<RegisterWrite>),
+    /// CAN: a DBC message, signal name ← command field path.
+    Can {
+        message: Arc<MessageDef>,
+        signals: Vec<(String, String)>,
+    },
+    /// CAN: the command is a `can_msgs/Frame`, written if its id is allowed.
+    CanRaw { ids: Vec<u32> },
 }
 
 pub const RESERVED_SEGMENTS: [&str; 5] = ["status", "catalog", "diagnostics", "cmd", "ack"];
@@ -339,6 +360,10 @@ impl Validator {
         let raw = match protocol.as_str() {
             "nmea" => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Nmea),
             "modbus" => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Modbus),
+            "slcan" => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Slcan),
+            "socketcan" => {
+                deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Socketcan)
+            }
             _ => deserialize_at(toml::Value::Table(table), at).map(DeviceConfig::Lines),
         };
         let raw = match raw {
@@ -388,6 +413,11 @@ impl Validator {
                 d.streams = self.parse_items(stream_items, at, "streams");
                 d.commands = self.parse_items(command_items, at, "commands");
                 self.modbus_device(d, at)
+            }
+            DeviceConfig::Slcan(mut d) | DeviceConfig::Socketcan(mut d) => {
+                d.streams = self.parse_items(stream_items, at, "streams");
+                d.commands = self.parse_items(command_items, at, "commands");
+                self.can_device(d, at)
             }
         }
     }
@@ -860,6 +890,260 @@ impl Validator {
                 registers,
                 fields,
             },
+        })
+    }
+
+    fn check_can_ids(&mut self, at: &str, ids: &[u32]) -> bool {
+        match ids.iter().find(|id| **id > 0x1FFF_FFFF) {
+            Some(id) => {
+                self.problem(
+                    at,
+                    format!("0x{id:X} is not a CAN identifier (at most 29 bits)"),
+                );
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn can_stream(
+        &mut self,
+        s: CanStreamConfig,
+        sat: &str,
+        db: Option<&Database>,
+        device_frame: &str,
+    ) -> Option<StreamSpec> {
+        let common = self.stream_common(
+            sat,
+            &s.sensor,
+            s.qos,
+            s.max_rate_hz,
+            s.frame_id,
+            device_frame,
+        );
+        let (select, t) = match (&s.can_message, &s.ids) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    sat,
+                    "give `can_message` (decoded signals) or `ids` (raw frames), not both",
+                );
+                return None;
+            }
+            (Some(name), None) => {
+                let t = self.msg_type(
+                    sat,
+                    s.msg_type.as_deref().unwrap_or("map"),
+                    &[MessageType::Map],
+                );
+                let message = match db {
+                    None => {
+                        self.problem(
+                            format!("{sat}.can_message"),
+                            "needs the device's `dbc = \"file.dbc\"`",
+                        );
+                        None
+                    }
+                    Some(db) => match db.message(name) {
+                        Some(m) => Some(Arc::new(m.clone())),
+                        None => {
+                            self.problem(
+                                format!("{sat}.can_message"),
+                                format!("the DBC has no message `{name}`"),
+                            );
+                            None
+                        }
+                    },
+                };
+                (
+                    message.map(|message| StreamSelect::CanMessage { message }),
+                    t,
+                )
+            }
+            (None, ids) => {
+                let t = self.msg_type(
+                    sat,
+                    s.msg_type.as_deref().unwrap_or("can_msgs/Frame"),
+                    &[MessageType::Frame],
+                );
+                let ok = ids
+                    .as_ref()
+                    .is_none_or(|ids| self.check_can_ids(&format!("{sat}.ids"), ids));
+                (ok.then(|| StreamSelect::CanRaw { ids: ids.clone() }), t)
+            }
+        };
+        let (select, t, (min_interval, frame_id)) = (select?, t?, common?);
+        Some(StreamSpec {
+            sensor: s.sensor,
+            msg_type: t,
+            qos: s.qos,
+            retain: s.retain,
+            min_interval,
+            frame_id,
+            select,
+        })
+    }
+
+    fn can_command(
+        &mut self,
+        c: CanCommandConfig,
+        at: &str,
+        db: Option<&Database>,
+    ) -> Option<CommandSpec> {
+        let common = CommandCommon {
+            actuator: c.actuator,
+            msg_type: c.msg_type,
+            limits: c.limits,
+            out_of_range: c.out_of_range,
+            timeout_ms: c.timeout_ms,
+            safe: c.safe,
+            max_rate_hz: c.max_rate_hz,
+            max_age_ms: c.max_age_ms,
+        };
+        let (message, signals, ids) = (c.can_message, c.signals, c.ids);
+        let types: Vec<MessageType> = if message.is_some() {
+            lines_types()
+        } else {
+            vec![MessageType::Frame]
+        };
+        self.command(common, at, &types, |v, t| {
+            let Some(name) = message else {
+                let Some(ids) = ids.filter(|i| !i.is_empty()) else {
+                    v.problem(format!("{at}.ids"), "a can_msgs/Frame command needs `ids = [...]`, the identifiers it may write");
+                    return None;
+                };
+                return v
+                    .check_can_ids(&format!("{at}.ids"), &ids)
+                    .then_some(CommandRender::CanRaw { ids });
+            };
+            let Some(db) = db else {
+                v.problem(format!("{at}.can_message"), "needs the device's `dbc = \"file.dbc\"`");
+                return None;
+            };
+            let Some(def) = db.message(&name) else {
+                v.problem(format!("{at}.can_message"), format!("the DBC has no message `{name}`"));
+                return None;
+            };
+            let mut ok = true;
+            let mut pairs = Vec::new();
+            if signals.is_empty() {
+                v.problem(format!("{at}.signals"), "missing: map DBC signals to command fields, e.g. signals = { TORQUE_L = \"left\" }");
+                ok = false;
+            }
+            for (sig, path) in signals {
+                let sat = format!("{at}.signals.{sig}");
+                let Some(path) = path.as_str() else {
+                    v.problem(sat, "must be a command field path (a string)");
+                    ok = false;
+                    continue;
+                };
+                if !def.signals.iter().any(|s| s.name == sig) {
+                    v.problem(sat, format!("message `{name}` has no signal `{sig}`"));
+                    ok = false;
+                    continue;
+                }
+                match t.kind_of(path) {
+                    Some(k) if k.is_numeric() || k == FieldKind::Bool || k == FieldKind::Any => {
+                        pairs.push((sig, path.to_string()))
+                    }
+                    _ => {
+                        v.problem(sat, format!("`{path}` is not a numeric field of {t}"));
+                        ok = false;
+                    }
+                }
+            }
+            ok.then(|| CommandRender::Can {
+                message: Arc::new(def.clone()),
+                signals: pairs,
+            })
+        })
+    }
+
+    fn can_device(&mut self, d: CanDeviceConfig, at: &str) -> Option<Device> {
+        let name_ok = self.check_name(&format!("{at}.name"), &d.name, false);
+        let device_frame = d.frame_id.clone().unwrap_or_else(|| d.name.clone());
+        // The transport decides how the bus is reached: an interface is SocketCAN, a serial
+        // port (or TCP) is an slcan adapter; the rest of the file is the same either way.
+        let (transport, protocol) = match d.interface {
+            Some(iface) => {
+                let mut ok = true;
+                if d.serial.is_some() || d.tcp.is_some() {
+                    self.problem(
+                        at,
+                        "give `interface` (SocketCAN) or `serial`/`tcp` (slcan adapter), not both",
+                    );
+                    ok = false;
+                }
+                if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+                    self.problem(
+                        format!("{at}.interface"),
+                        format!("`{iface}` is not a network interface name"),
+                    );
+                    ok = false;
+                }
+                (
+                    ok.then_some(TransportSpec::SocketCan(iface)),
+                    Some(ProtocolSpec::SocketCan),
+                )
+            }
+            None => {
+                let transport = self.transport(d.serial, d.tcp, at);
+                let protocol = match d.bitrate {
+                    Some(b) if crate::protocols::slcan::bitrate_code(b).is_some() => {
+                        Some(ProtocolSpec::Slcan { bitrate: b })
+                    }
+                    Some(b) => {
+                        self.problem(format!("{at}.bitrate"), format!("{b} is not an slcan bitrate (10000, 20000, 50000, 100000, 125000, 250000, 500000, 800000 or 1000000)"));
+                        None
+                    }
+                    None => {
+                        self.problem(format!("{at}.bitrate"), "missing: an slcan adapter needs the bus bitrate, e.g. bitrate = 500000");
+                        None
+                    }
+                };
+                (transport, protocol)
+            }
+        };
+        let db = match &d.dbc {
+            None => None,
+            Some(file) => {
+                let path = self.base.join(file);
+                match Database::load(&path) {
+                    Ok(db) => Some(db),
+                    Err(e) => {
+                        self.problem(format!("{at}.dbc"), e.to_string());
+                        None
+                    }
+                }
+            }
+        };
+        let db_ok = d.dbc.is_none() || db.is_some();
+        let streams = d
+            .streams
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, st)| {
+                self.can_stream(
+                    st,
+                    &format!("{at}.streams[{i}]"),
+                    db.as_ref(),
+                    &device_frame,
+                )
+            })
+            .collect();
+        let commands = d
+            .commands
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| self.can_command(c, &format!("{at}.commands[{i}]"), db.as_ref()))
+            .collect();
+        let idle_timeout = d.idle_timeout_ms.and_then(idle);
+        (name_ok && db_ok && transport.is_some() && protocol.is_some()).then(|| Device {
+            name: d.name,
+            transport: transport.unwrap(),
+            protocol: protocol.unwrap(),
+            idle_timeout,
+            streams,
+            commands,
         })
     }
 
@@ -1407,7 +1691,11 @@ format = "kv"                           # kv: "tag=BAT v=12.4 i=0.8" | csv (with
 
     #[test]
     fn the_demo_robot_validates() {
-        let r = Robot::from_str(crate::demo::DEMO_ROBOT, Path::new("robots/demo.toml")).unwrap();
+        let r = Robot::from_str(
+            crate::demo::DEMO_ROBOT,
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/robots/demo.toml")),
+        )
+        .unwrap();
         assert_eq!(r.id, "demo");
     }
 

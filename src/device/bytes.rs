@@ -2,12 +2,13 @@
 //! (retrying with backoff while it is missing), read in chunks into the protocol core,
 //! publish the samples, and write the lines that commands render.
 
-use super::{refuse, DeviceWrite, WriteRequest};
+use super::{refuse, WriteRequest};
 use crate::backoff::Backoff;
 use crate::bus::BusHandle;
 use crate::config::{Device, ProtocolSpec};
 use crate::diagnostics::DeviceDiag;
 use crate::messages::Time;
+use crate::protocols::can::SlcanProtocol;
 use crate::protocols::lines::LinesDecoder;
 use crate::protocols::nmea::NmeaDecoder;
 use crate::protocols::{Decoder, Output};
@@ -26,7 +27,10 @@ pub fn decoder_for(device: &Device) -> Option<Box<dyn Decoder>> {
     match &device.protocol {
         ProtocolSpec::Nmea => Some(Box::new(NmeaDecoder::new(&device.streams))),
         p @ ProtocolSpec::Lines { .. } => Some(Box::new(LinesDecoder::new(p, &device.streams))),
-        ProtocolSpec::Modbus { .. } => None,
+        ProtocolSpec::Slcan { bitrate } => {
+            Some(Box::new(SlcanProtocol::new(*bitrate, &device.streams)))
+        }
+        ProtocolSpec::Modbus { .. } | ProtocolSpec::SocketCan => None,
     }
 }
 
@@ -97,22 +101,22 @@ impl DeviceTask {
     }
 
     fn handle(&mut self, out: &mut Vec<Output>) {
-        let now = Instant::now();
-        for o in out.drain(..) {
-            match o {
-                Output::Frame => self.diag.frame(),
-                Output::Error(e) => self.diag.error(e.to_string()),
-                Output::Sample { stream, message } => {
-                    if let Some(s) = self.streams.get_mut(stream) {
-                        s.offer(message, now, &self.bus);
-                    }
-                }
-            }
-        }
+        super::dispatch(out, &mut self.streams, &self.diag, &self.bus);
     }
 
     async fn pump(&mut self, io: BoxedStream, shutdown: &mut watch::Receiver<bool>) -> Ended {
         let (mut rd, mut wr) = tokio::io::split(io);
+        let setup = self.decoder.setup();
+        if !setup.is_empty() {
+            let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+                wr.write_all(&setup).await?;
+                wr.flush().await
+            })
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Ended::Lost("could not send the device's setup".into());
+            }
+        }
         let mut buf = vec![0u8; 8192];
         let mut out = Vec::with_capacity(64);
         let idle = self.device.idle_timeout;
@@ -142,12 +146,15 @@ impl DeviceTask {
                 }
                 req = self.writes.recv() => {
                     let Some(req) = req else { return Ended::Shutdown };
-                    let DeviceWrite::Line(bytes) = &req.write else {
-                        refuse(req, "this device takes text lines");
-                        continue;
+                    let bytes = match self.decoder.encode_write(&req.write) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            refuse(req, &e);
+                            continue;
+                        }
                     };
                     let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-                        wr.write_all(bytes).await?;
+                        wr.write_all(&bytes).await?;
                         wr.flush().await
                     }).await;
                     let result = match result {

@@ -3,18 +3,10 @@
 
 pub mod bytes;
 pub mod modbus;
+pub mod socketcan;
 
-use crate::protocols::modbus::WriteOp;
+pub use crate::protocols::DeviceWrite;
 use tokio::sync::oneshot;
-
-/// What a command (or a safe state) asks a device to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceWrite {
-    /// A rendered text line, newline included.
-    Line(Vec<u8>),
-    /// Modbus register and coil writes, in order.
-    Modbus(Vec<WriteOp>),
-}
 
 /// A write, with an answer once it is done (or could not be).
 pub struct WriteRequest {
@@ -25,5 +17,28 @@ pub struct WriteRequest {
 pub(crate) fn refuse(req: WriteRequest, why: &str) {
     if let Some(done) = req.done {
         let _ = done.send(Err(why.to_string()));
+    }
+}
+
+/// Hands a protocol core's outputs on: samples to their streams, frames and errors to the
+/// device's counters.
+pub(crate) fn dispatch(
+    out: &mut Vec<crate::protocols::Output>,
+    streams: &mut [crate::stream::StreamPublisher],
+    diag: &crate::diagnostics::DeviceDiag,
+    bus: &crate::bus::BusHandle,
+) {
+    use crate::protocols::Output;
+    let now = tokio::time::Instant::now();
+    for o in out.drain(..) {
+        match o {
+            Output::Frame => diag.frame(),
+            Output::Error(e) => diag.error(e.to_string()),
+            Output::Sample { stream, message } => {
+                if let Some(s) = streams.get_mut(stream) {
+                    s.offer(message, now, bus);
+                }
+            }
+        }
     }
 }

@@ -184,7 +184,7 @@ impl ModbusTask {
                     backoff.reset();
                     let ctx = match self.device.transport {
                         TransportSpec::Tcp(_) => tokio_modbus::client::tcp::attach(io),
-                        TransportSpec::Serial(_) => tokio_modbus::client::rtu::attach(io),
+                        _ => tokio_modbus::client::rtu::attach(io),
                     };
                     if self.diag.set_connected(true) {
                         tracing::info!(device = %self.device.name, path = %self.device.transport.describe(), "Modbus port open");

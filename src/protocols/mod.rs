@@ -1,10 +1,13 @@
 //! Sans-IO protocol cores: bytes from a device in, samples and counted errors out; commands
 //! in, bytes out. No I/O and no clocks here, so every core is tested with byte fixtures.
 
+pub mod can;
+pub mod dbc;
 pub mod framing;
 pub mod lines;
 pub mod modbus;
 pub mod nmea;
+pub mod slcan;
 pub mod template;
 
 use crate::messages::{Message, Time};
@@ -29,6 +32,19 @@ pub enum ProtocolError {
     Nmea(#[from] nmea::NmeaError),
     #[error(transparent)]
     Lines(#[from] lines::LinesError),
+    #[error("{0}")]
+    Can(String),
+}
+
+/// What a command (or a safe state) asks a device to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceWrite {
+    /// A rendered text line, newline included.
+    Line(Vec<u8>),
+    /// Modbus register and coil writes, in order.
+    Modbus(Vec<modbus::WriteOp>),
+    /// A CAN frame.
+    Can(can::CanFrame),
 }
 
 /// A device's protocol core, built from its validated config.
@@ -37,4 +53,15 @@ pub trait Decoder: Send {
     fn feed(&mut self, bytes: &[u8], stamp: Time, out: &mut Vec<Output>);
     /// Drops partial input, after the device was reopened.
     fn reset(&mut self);
+    /// Bytes to send each time the device is opened (e.g. an adapter's setup).
+    fn setup(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// The bytes that carry out a write on this protocol.
+    fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, String> {
+        match w {
+            DeviceWrite::Line(bytes) => Ok(bytes.clone()),
+            _ => Err("this device takes text lines".into()),
+        }
+    }
 }

@@ -123,6 +123,10 @@ impl Actuator {
             crate::config::CommandRender::Modbus(ws) => {
                 ws.iter().map(|w| w.field.as_str()).collect()
             }
+            crate::config::CommandRender::Can { signals, .. } => {
+                signals.iter().map(|(_, p)| p.as_str()).collect()
+            }
+            crate::config::CommandRender::CanRaw { .. } => vec!["id", "is_extended", "dlc", "data"],
         };
         let mut out: Vec<(String, Scalar)> = Vec::new();
         for p in paths {

@@ -5,13 +5,14 @@ pub mod lines_sim;
 pub mod modbus_sim;
 pub mod nmea_sim;
 pub mod pty;
+pub mod slcan_sim;
 
 use crate::config::{Device, ProtocolSpec, Robot, TransportSpec};
 use pty::Pty;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Error)]
@@ -68,7 +69,10 @@ impl Default for SimOptions {
 pub fn supports(device: &Device) -> bool {
     matches!(
         device.protocol,
-        ProtocolSpec::Nmea | ProtocolSpec::Lines { .. } | ProtocolSpec::Modbus { .. }
+        ProtocolSpec::Nmea
+            | ProtocolSpec::Lines { .. }
+            | ProtocolSpec::Modbus { .. }
+            | ProtocolSpec::Slcan { .. }
     )
 }
 
@@ -106,6 +110,7 @@ pub async fn start(
     for device in robot.devices.iter().filter(|d| supports(d)) {
         let protocol = device.protocol.name();
         match &device.transport {
+            TransportSpec::SocketCan(_) => {}
             TransportSpec::Serial(s) => {
                 let pty = Pty::open().map_err(SimError::Pty)?;
                 let endpoint = pty.path().display().to_string();
@@ -118,6 +123,15 @@ pub async fn start(
                     tokio::spawn(serve_modbus(
                         pty,
                         device.clone(),
+                        t0,
+                        received.clone(),
+                        stop.clone(),
+                    ));
+                } else if let ProtocolSpec::Slcan { .. } = device.protocol {
+                    tokio::spawn(serve_slcan(
+                        pty,
+                        device.clone(),
+                        opts.clone(),
                         t0,
                         received.clone(),
                         stop.clone(),
@@ -160,6 +174,9 @@ pub async fn start(
                                     Some(sim) => {
                                         let sim = sim.clone();
                                         tokio::spawn(async move { let _ = sim.serve_tcp(sock).await; });
+                                    }
+                                    None if matches!(device_c.protocol, ProtocolSpec::Slcan { .. }) => {
+                                        tokio::spawn(serve_slcan(sock, device_c.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
                                     }
                                     None => {
                                         tokio::spawn(serve(sock, device_c.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
@@ -230,6 +247,45 @@ async fn serve_modbus(
             tracing::warn!(device = %device.name, "Modbus simulator stopped: {e}");
         },
         _ = stop.changed() => {}
+    }
+}
+
+async fn serve_slcan<S: AsyncRead + AsyncWrite + Send + 'static>(
+    io: S,
+    device: Device,
+    opts: SimOptions,
+    t0: Instant,
+    received: mpsc::Sender<Received>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut sim = slcan_sim::SlcanSim::new(&device);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.lines_hz.max(0.1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut buf = [0u8; 1024];
+    loop {
+        let out = tokio::select! {
+            _ = stop.changed() => return,
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let (replies, seen) = sim.receive(&buf[..n]);
+                    for line in seen {
+                        let _ = received.send(Received { device: device.name.clone(), line }).await;
+                    }
+                    replies
+                }
+            },
+            _ = tick.tick() => sim.frames(t0.elapsed().as_secs_f64()),
+        };
+        if out.is_empty() {
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), wr.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => continue,
+        }
     }
 }
 

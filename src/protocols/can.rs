@@ -1,0 +1,239 @@
+//! CAN frames to samples, sans-IO, whatever carries them (slcan adapter or SocketCAN):
+//! DBC messages become `map` samples of physical signal values, raw streams become
+//! `can_msgs/Frame`. Also the slcan device core that frames adapter bytes.
+
+use super::dbc::{self, MessageDef};
+use super::slcan::{self, SlcanDecoder, SlcanEvent};
+use super::{Decoder, DeviceWrite, Output, ProtocolError};
+use crate::config::{StreamSelect, StreamSpec};
+use crate::messages::{Frame, Header, MapMessage, Message, Time};
+use std::sync::Arc;
+
+/// A classic CAN frame (CAN-FD frames carry up to 64 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanFrame {
+    /// The 11- or 29-bit identifier.
+    pub id: u32,
+    pub extended: bool,
+    pub rtr: bool,
+    pub dlc: u8,
+    pub data: Vec<u8>,
+}
+
+enum Binding {
+    Message {
+        def: Arc<MessageDef>,
+        frame_id: String,
+    },
+    /// Raw frames whose id is listed (or every frame).
+    Raw {
+        ids: Option<Vec<u32>>,
+        frame_id: String,
+    },
+}
+
+/// Frame → samples for one device's streams.
+pub struct CanCore {
+    streams: Vec<Binding>,
+    values: Vec<(String, crate::messages::Scalar)>,
+}
+
+impl CanCore {
+    pub fn new(streams: &[StreamSpec]) -> CanCore {
+        let streams = streams
+            .iter()
+            .map(|s| match &s.select {
+                StreamSelect::CanMessage { message } => Binding::Message {
+                    def: message.clone(),
+                    frame_id: s.frame_id.clone(),
+                },
+                StreamSelect::CanRaw { ids } => Binding::Raw {
+                    ids: ids.clone(),
+                    frame_id: s.frame_id.clone(),
+                },
+                _ => Binding::Raw {
+                    ids: Some(Vec::new()),
+                    frame_id: s.frame_id.clone(),
+                },
+            })
+            .collect();
+        CanCore {
+            streams,
+            values: Vec::new(),
+        }
+    }
+
+    pub fn on_frame(&mut self, f: &CanFrame, stamp: Time, out: &mut Vec<Output>) {
+        out.push(Output::Frame);
+        for (i, b) in self.streams.iter().enumerate() {
+            match b {
+                Binding::Message { def, frame_id } => {
+                    if def.id != f.id || def.extended != f.extended || f.rtr {
+                        continue;
+                    }
+                    if f.data.len() < def.dlc as usize {
+                        out.push(Output::Error(ProtocolError::Can(format!(
+                            "{} (0x{:X}): {} data bytes, the DBC says {}",
+                            def.name,
+                            f.id,
+                            f.data.len(),
+                            def.dlc
+                        ))));
+                        continue;
+                    }
+                    self.values.clear();
+                    dbc::decode(def, &f.data, &mut self.values);
+                    let mut m = MapMessage {
+                        header: Header {
+                            seq: 0,
+                            stamp,
+                            frame_id: frame_id.clone(),
+                        },
+                        values: Vec::with_capacity(self.values.len()),
+                    };
+                    m.values.append(&mut self.values);
+                    out.push(Output::Sample {
+                        stream: i,
+                        message: Message::Map(m),
+                    });
+                }
+                Binding::Raw { ids, frame_id } => {
+                    if ids.as_ref().is_some_and(|ids| !ids.contains(&f.id)) {
+                        continue;
+                    }
+                    out.push(Output::Sample {
+                        stream: i,
+                        message: Message::Frame(Frame {
+                            header: Header {
+                                seq: 0,
+                                stamp,
+                                frame_id: frame_id.clone(),
+                            },
+                            id: f.id,
+                            is_extended: f.extended,
+                            is_rtr: f.rtr,
+                            is_error: false,
+                            dlc: f.dlc,
+                            data: f.data.clone(),
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The slcan device core: adapter bytes → frames → samples.
+pub struct SlcanProtocol {
+    decoder: SlcanDecoder,
+    core: CanCore,
+    setup: Vec<u8>,
+    events: Vec<Result<SlcanEvent, slcan::SlcanError>>,
+}
+
+impl SlcanProtocol {
+    pub fn new(bitrate: u32, streams: &[StreamSpec]) -> SlcanProtocol {
+        SlcanProtocol {
+            decoder: SlcanDecoder::default(),
+            core: CanCore::new(streams),
+            setup: slcan::setup(bitrate).unwrap_or_default(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Decoder for SlcanProtocol {
+    fn feed(&mut self, bytes: &[u8], stamp: Time, out: &mut Vec<Output>) {
+        let events = &mut self.events;
+        self.decoder.push(bytes, |e| events.push(e));
+        for e in self.events.drain(..) {
+            match e {
+                Ok(SlcanEvent::Frame { frame, .. }) => self.core.on_frame(&frame, stamp, out),
+                Ok(SlcanEvent::Ok) | Ok(SlcanEvent::Sent) => {}
+                Err(e) => out.push(Output::Error(ProtocolError::Can(e.to_string()))),
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.decoder.reset();
+    }
+
+    fn setup(&self) -> Vec<u8> {
+        self.setup.clone()
+    }
+
+    fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, String> {
+        match w {
+            DeviceWrite::Can(f) => Ok(slcan::encode(f)),
+            _ => Err("an slcan adapter takes CAN frames".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::Scalar;
+
+    fn comma() -> dbc::Database {
+        let p = format!(
+            "{}/tests/fixtures/dbc/comma_body.dbc",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        dbc::Database::load(std::path::Path::new(&p)).unwrap()
+    }
+
+    fn stream(select: StreamSelect) -> StreamSpec {
+        StreamSpec {
+            sensor: "s".into(),
+            msg_type: crate::messages::MessageType::Map,
+            qos: 0,
+            retain: false,
+            min_interval: None,
+            frame_id: "can".into(),
+            select,
+        }
+    }
+
+    #[test]
+    fn slcan_bytes_become_dbc_samples_and_raw_frames() {
+        let db = comma();
+        let motors = Arc::new(db.message("MOTORS_DATA").unwrap().clone());
+        let id = motors.id;
+        let streams = vec![
+            stream(StreamSelect::CanMessage { message: motors }),
+            stream(StreamSelect::CanRaw {
+                ids: Some(vec![0x7AB]),
+            }),
+        ];
+        let mut p = SlcanProtocol::new(500_000, &streams);
+        assert_eq!(p.setup(), b"C\rS6\rO\r");
+        let mut out = Vec::new();
+        let line = format!("t{id:03X}8FF38012C00000000\rt7AB1AA\rt1110\r\x07");
+        p.feed(line.as_bytes(), Time::default(), &mut out);
+        let samples: Vec<&Message> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Sample { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect();
+        let Message::Map(m) = samples[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(m.get("SPEED_L").and_then(Scalar::as_f64), Some(-200.0));
+        assert_eq!(m.get("SPEED_R").and_then(Scalar::as_f64), Some(300.0));
+        let Message::Frame(f) = samples[1] else {
+            panic!()
+        };
+        assert_eq!((f.id, f.dlc, f.data.as_slice()), (0x7AB, 1, &[0xAA][..]));
+        assert_eq!(samples.len(), 2, "frame 0x111 matches no stream");
+        assert_eq!(
+            out.iter().filter(|o| matches!(o, Output::Error(_))).count(),
+            1,
+            "the BEL"
+        );
+        assert_eq!(out.iter().filter(|o| matches!(o, Output::Frame)).count(), 3);
+    }
+}

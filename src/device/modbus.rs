@@ -35,8 +35,10 @@ pub enum Failure {
     Exception(String),
     /// No answer within the timeout.
     Timeout,
-    /// A garbled or mismatched answer, or an I/O error on the port.
+    /// A garbled or mismatched answer.
     Link(String),
+    /// The port itself failed (unplugged adapter, closed connection).
+    Io(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -45,6 +47,7 @@ impl std::fmt::Display for Failure {
             Failure::Exception(e) => write!(f, "exception: the unit refused: {e}"),
             Failure::Timeout => f.write_str("timeout: no answer"),
             Failure::Link(e) => write!(f, "link failure: {e}"),
+            Failure::Io(e) => write!(f, "link failure: port: {e}"),
         }
     }
 }
@@ -80,8 +83,23 @@ pub struct ModbusTask {
 }
 
 enum Ended {
+    /// The port failed; the device is disconnected until it reopens.
     Lost(String),
+    /// The port is fine but its input may hold a late answer: reopen it quietly, so the
+    /// other units (and their actuators) do not see a disconnect.
+    Resync(String),
     Shutdown,
+}
+
+/// Maps a tokio-modbus result onto our three kinds of failure.
+fn classify<T>(r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Failure> {
+    match r {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(tokio_modbus::Error::Transport(e))) => Err(Failure::Io(e.to_string())),
+        Ok(Err(e)) => Err(Failure::Link(e.to_string())),
+        Ok(Ok(Err(code))) => Err(Failure::Exception(format!("{code}"))),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
 }
 
 impl ModbusTask {
@@ -158,12 +176,18 @@ impl ModbusTask {
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        // True while reopening only to drop stale input: the port stays "connected".
+        let mut resyncing = false;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             match transport::open(&self.device.transport).await {
                 Err(e) => {
+                    if resyncing {
+                        resyncing = false;
+                        self.port_down();
+                    }
                     if backoff.attempts() == 0 {
                         tracing::warn!(device = %self.device.name, "Modbus port unavailable: {e}; retrying");
                         self.diag.error(format!("unavailable: {e}"));
@@ -186,22 +210,35 @@ impl ModbusTask {
                         TransportSpec::Tcp(_) => tokio_modbus::client::tcp::attach(io),
                         _ => tokio_modbus::client::rtu::attach(io),
                     };
-                    if self.diag.set_connected(true) {
-                        tracing::info!(device = %self.device.name, path = %self.device.transport.describe(), "Modbus port open");
+                    if !resyncing {
+                        if self.diag.set_connected(true) {
+                            tracing::info!(device = %self.device.name, path = %self.device.transport.describe(), "Modbus port open");
+                        }
+                        let _ = self.link.send(true);
                     }
-                    let _ = self.link.send(true);
-                    let ended = self.pump(ctx, &mut shutdown).await;
-                    self.diag.set_connected(false);
-                    let _ = self.link.send(false);
-                    match ended {
-                        Ended::Shutdown => return,
+                    resyncing = false;
+                    match self.pump(ctx, &mut shutdown).await {
+                        Ended::Shutdown => {
+                            self.port_down();
+                            return;
+                        }
+                        Ended::Resync(reason) => {
+                            tracing::debug!(device = %self.device.name, "reopening the Modbus port to drop stale input: {reason}");
+                            resyncing = true;
+                        }
                         Ended::Lost(reason) => {
-                            tracing::debug!(device = %self.device.name, "reopening the Modbus port: {reason}");
+                            tracing::warn!(device = %self.device.name, "Modbus port lost: {reason}");
+                            self.port_down();
                         }
                     }
                 }
             }
         }
+    }
+
+    fn port_down(&mut self) {
+        self.diag.set_connected(false);
+        let _ = self.link.send(false);
     }
 
     async fn call(&self, ctx: &mut Context, req: &ReadRequest) -> Result<Answer, Failure> {
@@ -225,12 +262,7 @@ impl ModbusTask {
             }
         })
         .await;
-        match r {
-            Err(_) => Err(Failure::Timeout),
-            Ok(Err(e)) => Err(Failure::Link(e.to_string())),
-            Ok(Ok(Err(code))) => Err(Failure::Exception(format!("{code}"))),
-            Ok(Ok(Ok(answer))) => Ok(answer),
-        }
+        classify(r)
     }
 
     async fn write_op(&self, ctx: &mut Context, op: &WriteOp) -> Result<(), Failure> {
@@ -252,21 +284,20 @@ impl ModbusTask {
             }
         })
         .await;
-        match r {
-            Err(_) => Err(Failure::Timeout),
-            Ok(Err(e)) => Err(Failure::Link(e.to_string())),
-            Ok(Ok(Err(code))) => Err(Failure::Exception(format!("{code}"))),
-            Ok(Ok(Ok(()))) => Ok(()),
-        }
+        classify(r)
     }
 
-    /// Books a request's outcome against its unit. Returns true when the port must be
-    /// reopened: after a timeout or a garbled answer, a late reply could otherwise be
-    /// taken for the answer to the next request.
-    fn record(&mut self, unit: u8, result: &Result<(), Failure>) -> bool {
+    /// Books a request's outcome against its unit, and says whether the port must be
+    /// reopened: after a timeout or a garbled answer a late reply could otherwise be taken
+    /// for the answer to the next request (quiet resync); after an I/O error the port is gone.
+    fn record(&mut self, unit: u8, result: &Result<(), Failure>) -> Option<Ended> {
         let name = self.device.name.clone();
+        if let Err(Failure::Io(e)) = result {
+            self.diag.error(format!("unit {unit}: link failure: port: {e}"));
+            return Some(Ended::Lost(e.clone()));
+        }
         let Some(u) = self.units.get_mut(&unit) else {
-            return false;
+            return None;
         };
         match result {
             Ok(()) => {
@@ -278,7 +309,7 @@ impl ModbusTask {
                 if u.diag.set_connected(true) {
                     tracing::info!(device = %name, unit, "Modbus unit answering");
                 }
-                false
+                None
             }
             Err(f) => {
                 u.diag.error(f.to_string());
@@ -287,7 +318,7 @@ impl ModbusTask {
                     // The unit is alive; it refused this request.
                     u.failures = 0;
                     u.diag.set_connected(true);
-                    return false;
+                    return None;
                 }
                 u.failures += 1;
                 if u.failures >= UNIT_DOWN_AFTER {
@@ -296,7 +327,7 @@ impl ModbusTask {
                     }
                     u.retry_at = Some(Instant::now() + u.backoff.next_delay());
                 }
-                true
+                Some(Ended::Resync(format!("unit {unit}: {f}")))
             }
         }
     }
@@ -308,8 +339,8 @@ impl ModbusTask {
             .is_some_and(|t| now < t)
     }
 
-    /// Polls stream `p` once; returns a reason when the port must be reopened.
-    async fn poll(&mut self, ctx: &mut Context, p: usize) -> Option<String> {
+    /// Polls stream `p` once; returns how the connection must end, if it must.
+    async fn poll(&mut self, ctx: &mut Context, p: usize) -> Option<Ended> {
         let stamp = Time::now();
         let plan = self.polls[p].plan.clone();
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(plan.len());
@@ -324,8 +355,8 @@ impl ModbusTask {
                 Ok(a) => (Ok(()), Some(a)),
                 Err(f) => (Err(f), None),
             };
-            if self.record(req.unit, &ok) {
-                reopen = Some(format!("unit {}: {}", req.unit, ok.unwrap_err()));
+            if let Some(end) = self.record(req.unit, &ok) {
+                reopen = Some(end);
             }
             answers.push(answer);
         }
@@ -372,7 +403,7 @@ impl ModbusTask {
         reopen
     }
 
-    async fn do_write(&mut self, ctx: &mut Context, req: WriteRequest) -> Option<String> {
+    async fn do_write(&mut self, ctx: &mut Context, req: WriteRequest) -> Option<Ended> {
         let DeviceWrite::Modbus(ops) = &req.write else {
             refuse(req, "this device takes Modbus register writes");
             return None;
@@ -384,8 +415,8 @@ impl ModbusTask {
                 WriteOp::Coil { unit, .. } | WriteOp::Registers { unit, .. } => *unit,
             };
             let r = self.write_op(ctx, op).await;
-            if self.record(unit, &r) {
-                reopen = Some(format!("unit {unit}: write failed"));
+            if let Some(end) = self.record(unit, &r) {
+                reopen = Some(end);
             }
             if let Err(f) = r {
                 result = Err(format!("unit {unit}: {f}"));
@@ -406,8 +437,8 @@ impl ModbusTask {
         loop {
             // Commands go before polls: a setpoint should not wait behind a register sweep.
             while let Ok(req) = self.writes.try_recv() {
-                if let Some(reason) = self.do_write(&mut ctx, req).await {
-                    return Ended::Lost(reason);
+                if let Some(end) = self.do_write(&mut ctx, req).await {
+                    return end;
                 }
             }
             let next_poll = self.polls.iter().map(|p| p.next).min();
@@ -417,8 +448,8 @@ impl ModbusTask {
                 biased;
                 _ = shutdown.changed() => return Ended::Shutdown,
                 req = self.writes.recv() => match req {
-                    Some(req) => if let Some(reason) = self.do_write(&mut ctx, req).await {
-                        return Ended::Lost(reason);
+                    Some(req) => if let Some(end) = self.do_write(&mut ctx, req).await {
+                        return end;
                     },
                     None => return Ended::Shutdown,
                 },
@@ -434,8 +465,8 @@ impl ModbusTask {
                         if self.polls[p].next > now {
                             continue;
                         }
-                        if let Some(reason) = self.poll(&mut ctx, p).await {
-                            return Ended::Lost(reason);
+                        if let Some(end) = self.poll(&mut ctx, p).await {
+                            return end;
                         }
                         // A poll that overran its slot is counted and skipped, never queued.
                         let done = Instant::now();

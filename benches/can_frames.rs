@@ -1,0 +1,2 @@
+//! Placeholder replaced by the CAN benchmark.
+fn main() {}

@@ -296,9 +296,7 @@ impl ModbusTask {
             self.diag.error(format!("unit {unit}: link failure: port: {e}"));
             return Some(Ended::Lost(e.clone()));
         }
-        let Some(u) = self.units.get_mut(&unit) else {
-            return None;
-        };
+        let u = self.units.get_mut(&unit)?;
         match result {
             Ok(()) => {
                 self.diag.frame();

@@ -29,7 +29,13 @@ format = "kv"
   fields = { voltage = "v", current = "i" }
 "#;
 
-fn decode_and_encode(c: &mut Criterion, name: &str, decoder: &mut dyn Decoder, input: &[u8], per_batch: u64) {
+fn decode_and_encode(
+    c: &mut Criterion,
+    name: &str,
+    decoder: &mut dyn Decoder,
+    input: &[u8],
+    per_batch: u64,
+) {
     let mut out: Vec<Output> = Vec::new();
     let mut buf = Vec::with_capacity(512);
     let mut g = c.benchmark_group("pipeline");
@@ -55,13 +61,25 @@ fn bench(c: &mut Criterion) {
         gga.push_str("$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n");
     }
     let mut nmea = botbus::device::bytes::decoder_for(&robot.devices[0]).unwrap();
-    decode_and_encode(c, "nmea_gga_to_navsatfix_msgpack", nmea.as_mut(), gga.as_bytes(), 100);
+    decode_and_encode(
+        c,
+        "nmea_gga_to_navsatfix_msgpack",
+        nmea.as_mut(),
+        gga.as_bytes(),
+        100,
+    );
     let mut kv = String::new();
     for _ in 0..100 {
         kv.push_str("tag=BAT v=12.41 i=-0.83\n");
     }
     let mut lines = botbus::device::bytes::decoder_for(&robot.devices[1]).unwrap();
-    decode_and_encode(c, "kv_line_to_batterystate_msgpack", lines.as_mut(), kv.as_bytes(), 100);
+    decode_and_encode(
+        c,
+        "kv_line_to_batterystate_msgpack",
+        lines.as_mut(),
+        kv.as_bytes(),
+        100,
+    );
 }
 
 criterion_group!(benches, bench);

@@ -217,9 +217,12 @@ pub async fn stop(running: Running, stop_tx: watch::Sender<bool>) {
         let _ = rstop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
     }
+    // Devices stop reading before the bus stops, so every sample they read is either sent
+    // or spooled; the bus queue is FIFO, so their last publishes precede the shutdown.
+    let _ = stop_tx.send(true);
+    tokio::task::yield_now().await;
     let offline = meta::status_message(&running.topics, false, running.boot);
     running.bus.shutdown(vec![offline], SHUTDOWN_GRACE).await;
-    let _ = stop_tx.send(true);
 }
 
 async fn publish_diagnostics(

@@ -1,10 +1,11 @@
 //! `botbus demo`: an embedded broker (rumqttd), the simulated robot of `robots/demo.toml`,
 //! the daemon and a live decoded view, all in one process with nothing to install.
 
-use crate::bus::BusConfig;
+use crate::bus::QoS;
 use crate::config::{Robot, Settings};
 use crate::daemon;
-use crate::fleet::echo::{self, ToolError};
+use crate::fleet::echo;
+use crate::fleet::{FleetClient, FleetError, FleetOptions};
 use crate::sim::{self, SimOptions};
 use std::future::Future;
 use std::io::Write;
@@ -27,19 +28,27 @@ pub enum DemoError {
     #[error(transparent)]
     Daemon(#[from] daemon::DaemonError),
     #[error(transparent)]
-    Tool(#[from] ToolError),
+    Fleet(#[from] FleetError),
     #[error("state directory: {0}")]
     State(std::io::Error),
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
 }
 
-/// Starts rumqttd on a free loopback port in its own thread; returns the port.
-pub fn start_broker() -> Result<u16, DemoError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| DemoError::Broker(e.to_string()))?
-        .port();
+/// Starts rumqttd on loopback in its own thread, on `port` or (0) a free one; returns
+/// the port.
+pub fn start_broker(port: u16) -> Result<u16, DemoError> {
+    let port = match port {
+        0 => std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| DemoError::Broker(e.to_string()))?
+            .port(),
+        p => {
+            std::net::TcpListener::bind(("127.0.0.1", p))
+                .map_err(|e| DemoError::Broker(format!("port {p}: {e}")))?;
+            p
+        }
+    };
     let text = format!(
         r#"
 id = 0
@@ -86,10 +95,12 @@ next_connection_delay_ms = 1
 /// Runs the demo until `until` resolves, printing JSON lines to `out`.
 pub async fn run(
     until: impl Future<Output = ()>,
+    port: u16,
     out: &mut (dyn Write + Send),
 ) -> Result<(), DemoError> {
-    let port = start_broker()?;
+    let port = start_broker(port)?;
     let url = format!("mqtt://127.0.0.1:{port}");
+    writeln!(out, "{}", serde_json::json!({"demo": "broker", "url": url}))?;
     let state = std::env::temp_dir().join(format!("botbus-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).map_err(DemoError::State)?;
 
@@ -117,17 +128,8 @@ pub async fn run(
     sim::rewire(&mut robot, &sims);
     let running = daemon::start(&robot, &settings, stop_rx.clone()).await?;
 
-    let view_cfg = BusConfig::from_settings(
-        &settings,
-        format!("botbus-demo-view-{}", std::process::id()),
-    )
-    .map_err(|e| DemoError::Broker(e.to_string()))?;
-    let (view, mut incoming) = echo::connect_tool(
-        view_cfg,
-        &["robot/demo/#".to_string()],
-        Duration::from_secs(10),
-    )
-    .await?;
+    let view = FleetClient::connect(FleetOptions::from_settings(&settings)?).await?;
+    let mut incoming = view.subscribe_raw("robot/demo/#").await?;
 
     tokio::pin!(until);
     let command_at = tokio::time::sleep(Duration::from_secs(2));
@@ -140,28 +142,13 @@ pub async fn run(
                 command_sent = true;
                 let cmd = serde_json::json!({"id": 1, "linear": {"x": 0.3}, "angular": {"z": 0.1}});
                 writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("drive"), "command": cmd}))?;
-                let _ = view.publish(crate::bus::Outgoing::new(
-                    running.topics.command("drive"),
-                    crate::fleet::json::from_json(&cmd),
-                    crate::bus::QoS::AtLeastOnce,
-                    false,
-                ));
+                let _ = view.publish(&running.topics.command("drive"), &cmd, QoS::AtLeastOnce, false);
                 let torque = serde_json::json!({"id": 3, "left": 120, "right": -120});
                 writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("body/torque"), "command": torque}))?;
-                let _ = view.publish(crate::bus::Outgoing::new(
-                    running.topics.command("body/torque"),
-                    crate::fleet::json::from_json(&torque),
-                    crate::bus::QoS::AtLeastOnce,
-                    false,
-                ));
+                let _ = view.publish(&running.topics.command("body/torque"), &torque, QoS::AtLeastOnce, false);
                 let speed = serde_json::json!({"id": 2, "data": 1500.0});
                 writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("motor/speed"), "command": speed}))?;
-                let _ = view.publish(crate::bus::Outgoing::new(
-                    running.topics.command("motor/speed"),
-                    crate::fleet::json::from_json(&speed),
-                    crate::bus::QoS::AtLeastOnce,
-                    false,
-                ));
+                let _ = view.publish(&running.topics.command("motor/speed"), &speed, QoS::AtLeastOnce, false);
             }
             m = incoming.recv() => match m {
                 Some(m) => writeln!(out, "{}", echo::render(&m, false))?,
@@ -173,7 +160,7 @@ pub async fn run(
         }
         out.flush()?;
     }
-    view.shutdown(Vec::new(), Duration::from_millis(300)).await;
+    view.close().await;
     daemon::stop(running, stop_tx).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())

@@ -2,8 +2,8 @@
 //! one line on stderr with exit code 1 (runtime) or 2 (usage or config), never a panic.
 
 use anyhow::{Context, Result};
-use botbus::bus::BusConfig;
 use botbus::config::{LoadedSettings, Robot, Settings};
+use botbus::fleet::FleetOptions;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +41,10 @@ enum Command {
         /// Stop after this many seconds; 0 runs until Ctrl-C.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Loopback port for the embedded broker (default: a free one), so other tools
+        /// and the examples can connect.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
     },
     /// Simulate the devices of a robot file on pseudo-terminals.
     Sim {
@@ -64,6 +68,17 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Robots seen, with their online/offline state and boot count.
+    Robots {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// How long to listen, in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        wait_s: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,9 +95,38 @@ enum TopicCommand {
         /// Print payloads as hex instead of decoding them.
         #[arg(long)]
         raw: bool,
+        /// YAML-style output, one block per message.
+        #[arg(long)]
+        pretty: bool,
+        /// Print one field of each payload, e.g. header.seq.
+        #[arg(long)]
+        field: Option<String>,
         /// Exit after this many seconds without a message.
         #[arg(long)]
         idle_timeout_s: Option<f64>,
+    },
+    /// Robots and topics seen (retained status and catalog, and live traffic).
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// How long to listen for traffic, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        wait_s: f64,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rate, min/max gap and seq gaps (lost messages) per topic, every second.
+    Hz {
+        filter: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Gaps kept per topic for the statistics.
+        #[arg(long, default_value_t = 10_000)]
+        window: usize,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
     },
     /// Encode JSON as MessagePack and publish it.
     Pub {
@@ -193,12 +237,25 @@ fn tool_settings(conn: &ConnArgs) -> Result<Settings> {
     Ok(s)
 }
 
-fn tool_client_id(kind: &str) -> String {
-    format!(
-        "botbus-{kind}-{}-{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    )
+/// Settings for a fleet tool, with logging kept to errors so stdout stays clean.
+fn tool_options(conn: &ConnArgs) -> Result<FleetOptions> {
+    let settings = tool_settings(conn)?;
+    init_logging(&settings, Some("error"));
+    FleetOptions::from_settings(&settings).map_err(usage)
+}
+
+/// Listens on `<prefix>/#` for `window`: retained status and catalogs, and live traffic.
+async fn listen(opts: FleetOptions, window: Duration) -> Result<botbus::fleet::list::Listing> {
+    let prefix = opts.topic_prefix.clone();
+    let fleet = botbus::fleet::FleetClient::connect(opts).await?;
+    let mut rx = fleet.subscribe_raw(&format!("{prefix}/#")).await?;
+    let mut listing = botbus::fleet::list::Listing::default();
+    let end = tokio::time::Instant::now() + window;
+    while let Ok(Some(m)) = tokio::time::timeout_at(end, rx.recv()).await {
+        listing.observe(&prefix, &m.topic, &m.payload);
+    }
+    fleet.close().await;
+    Ok(listing)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -277,7 +334,7 @@ async fn run_command(cli: Cli) -> Result<()> {
             );
             println!("ok");
         }
-        Command::Demo { seconds } => {
+        Command::Demo { seconds, port } => {
             let settings = Settings::default();
             init_logging(&settings, Some("warn,rumqttd=off"));
             let until = async move {
@@ -291,7 +348,7 @@ async fn run_command(cli: Cli) -> Result<()> {
                 }
             };
             let mut out = std::io::stdout();
-            botbus::demo::run(until, &mut out).await?;
+            botbus::demo::run(until, port, &mut out).await?;
         }
         Command::Sim { robot } => {
             init_logging(&Settings::default(), None);
@@ -345,13 +402,10 @@ async fn run_command(cli: Cli) -> Result<()> {
             conn,
             timeout_ms,
         } => {
-            let settings = tool_settings(&conn)?;
-            init_logging(&settings, Some("error"));
+            let opts = tool_options(&conn)?;
             let value = botbus::fleet::cmd::parse_json(&json).map_err(usage)?;
-            let cfg = BusConfig::from_settings(&settings, tool_client_id("cmd")).map_err(usage)?;
             let outcome = botbus::fleet::cmd::send_command(
-                cfg,
-                &settings.mqtt.topic_prefix,
+                opts,
                 &robot,
                 &actuator,
                 value,
@@ -375,29 +429,106 @@ async fn run_command(cli: Cli) -> Result<()> {
             }
             return Err(anyhow::Error::new(Exit(outcome.exit_code())));
         }
+        Command::Robots { conn, wait_s, json } => {
+            let opts = tool_options(&conn)?;
+            let prefix = opts.topic_prefix.clone();
+            let listing = listen(opts, Duration::from_secs_f64(wait_s)).await?;
+            let robots = listing.robots();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&robots)?);
+            } else {
+                print!("{}", botbus::fleet::list::render_robots(&robots));
+            }
+            let _ = prefix;
+        }
         Command::Topic { command } => match command {
             TopicCommand::Echo {
                 filter,
                 conn,
                 count,
                 raw,
+                pretty,
+                field,
                 idle_timeout_s,
             } => {
-                let settings = tool_settings(&conn)?;
-                init_logging(&settings, Some("error"));
-                let cfg =
-                    BusConfig::from_settings(&settings, tool_client_id("echo")).map_err(usage)?;
-                let opts = botbus::fleet::echo::EchoOptions {
+                let opts = tool_options(&conn)?;
+                let eo = botbus::fleet::echo::EchoOptions {
                     count,
                     raw,
+                    pretty,
+                    field,
                     idle_timeout: idle_timeout_s.map(Duration::from_secs_f64),
                 };
                 let mut out = std::io::stdout();
-                let run = botbus::fleet::echo::echo(cfg, &filter, opts, &mut out);
+                let run = botbus::fleet::echo::echo(opts, &filter, eo, &mut out);
                 tokio::select! {
                     r = run => { r?; }
                     _ = shutdown_signal() => {}
                 }
+            }
+            TopicCommand::List { conn, wait_s, json } => {
+                let opts = tool_options(&conn)?;
+                let prefix = opts.topic_prefix.clone();
+                let window = Duration::from_secs_f64(wait_s);
+                let listing = listen(opts, window).await?;
+                let robots = listing.robots();
+                let topics = listing.topics(&prefix, window);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({"robots": robots, "topics": topics})
+                        )?
+                    );
+                } else {
+                    print!("{}", botbus::fleet::list::render_robots(&robots));
+                    println!();
+                    print!("{}", botbus::fleet::list::render_topics(&topics));
+                }
+            }
+            TopicCommand::Hz {
+                filter,
+                conn,
+                window,
+                seconds,
+            } => {
+                let opts = tool_options(&conn)?;
+                if !botbus::fleet::client::valid_filter(&filter) {
+                    return Err(usage(format!(
+                        "`{filter}` is not a valid MQTT topic filter"
+                    )));
+                }
+                let fleet = botbus::fleet::FleetClient::connect(opts).await?;
+                let mut rx = fleet.subscribe_raw(&filter).await?;
+                let mut hz = botbus::fleet::hz::Hz::new(window);
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.tick().await;
+                let end = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+                let sig = shutdown_signal();
+                tokio::pin!(sig);
+                loop {
+                    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+                    tokio::select! {
+                        m = rx.recv() => match m {
+                            Some(m) => hz.record(&m.topic, &m.payload, std::time::Instant::now()),
+                            None => break,
+                        },
+                        _ = tick.tick() => {
+                            let lines = hz.report();
+                            if lines.is_empty() {
+                                println!("(no messages yet on {filter})");
+                            }
+                            for l in lines {
+                                println!("{l}");
+                            }
+                            use std::io::Write;
+                            std::io::stdout().flush()?;
+                        }
+                        _ = tokio::time::sleep_until(end.unwrap_or(far)), if end.is_some() => break,
+                        _ = &mut sig => break,
+                    }
+                }
+                fleet.close().await;
             }
             TopicCommand::Pub {
                 topic,
@@ -406,12 +537,9 @@ async fn run_command(cli: Cli) -> Result<()> {
                 qos,
                 retain,
             } => {
-                let settings = tool_settings(&conn)?;
-                init_logging(&settings, Some("error"));
+                let opts = tool_options(&conn)?;
                 let value = botbus::fleet::cmd::parse_json(&json).map_err(usage)?;
-                let cfg =
-                    BusConfig::from_settings(&settings, tool_client_id("pub")).map_err(usage)?;
-                botbus::fleet::cmd::publish_json(cfg, &topic, &value, qos, retain).await?;
+                botbus::fleet::cmd::publish_json(opts, &topic, &value, qos, retain).await?;
             }
         },
     }

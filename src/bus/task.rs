@@ -138,6 +138,14 @@ pub(super) async fn run(
 impl Ctx {
     /// Makes everything accepted durable before the task ends.
     fn close(&mut self) {
+        // Whatever was published before the end is still accepted: spool it (QoS 1/2) so
+        // the next start sends it, or count it (QoS 0).
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let Command::Publish(m) = cmd {
+                self.enqueue(m);
+            }
+        }
         self.outbox.flush(true);
     }
 

@@ -92,7 +92,9 @@ enum Ended {
 }
 
 /// Maps a tokio-modbus result onto our three kinds of failure.
-fn classify<T>(r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Failure> {
+fn classify<T>(
+    r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+) -> Result<T, Failure> {
     match r {
         Err(_) => Err(Failure::Timeout),
         Ok(Err(tokio_modbus::Error::Transport(e))) => Err(Failure::Io(e.to_string())),
@@ -293,7 +295,8 @@ impl ModbusTask {
     fn record(&mut self, unit: u8, result: &Result<(), Failure>) -> Option<Ended> {
         let name = self.device.name.clone();
         if let Err(Failure::Io(e)) = result {
-            self.diag.error(format!("unit {unit}: link failure: port: {e}"));
+            self.diag
+                .error(format!("unit {unit}: link failure: port: {e}"));
             return Some(Ended::Lost(e.clone()));
         }
         let u = self.units.get_mut(&unit)?;

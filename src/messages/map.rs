@@ -3,6 +3,7 @@
 
 use super::fields::{FieldError, FieldKind, Fields};
 use super::{Header, Scalar};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -74,6 +75,31 @@ impl Serialize for MapMessage {
     }
 }
 
+impl<'de> Deserialize<'de> for MapMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MapMessage, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MapMessage;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of named values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<MapMessage, A::Error> {
+                let mut m = MapMessage::default();
+                while let Some(key) = a.next_key::<String>()? {
+                    if key == "header" {
+                        m.header = a.next_value()?;
+                    } else {
+                        let v: Scalar = a.next_value()?;
+                        m.insert(&key, v);
+                    }
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +114,18 @@ mod tests {
         assert_eq!(m.get("rpm"), Some(&Scalar::Int(1300)));
         assert_eq!(m.get("mode"), Some(&Scalar::Str("AUTO".into())));
         assert!(m.set_path("a.b", &Scalar::Int(1)).is_err());
+    }
+
+    #[test]
+    fn map_messages_round_trip_through_msgpack() {
+        let mut m = MapMessage::default();
+        m.header.seq = 4;
+        m.insert("rpm", Scalar::Int(-1200));
+        m.insert("temp", Scalar::Float(35.5));
+        m.insert("ok", Scalar::Bool(true));
+        m.insert("mode", Scalar::Str("AUTO".into()));
+        let bytes = rmp_serde::to_vec_named(&m).unwrap();
+        let back: MapMessage = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, m);
     }
 }

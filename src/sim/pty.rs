@@ -1,7 +1,7 @@
 //! Pseudo-terminals standing in for serial devices: the simulator (or a test) holds the
 //! master side and the daemon opens the slave side by path, exactly as a real port.
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::pty::openpty;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use std::io::{self, Read, Write};
@@ -25,6 +25,11 @@ impl Pty {
     /// Opens a pty pair with the slave in raw mode (no echo, no line editing).
     pub fn open() -> io::Result<Pty> {
         let pair = openpty(None, None).map_err(io::Error::from)?;
+        // Close-on-exec, so processes started later (a test's daemon, a shell) do not
+        // inherit the pty and keep it open after we drop it.
+        for fd in [&pair.master, &pair.slave] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+        }
         let mut t = tcgetattr(pair.slave.as_fd()).map_err(io::Error::from)?;
         cfmakeraw(&mut t);
         tcsetattr(pair.slave.as_fd(), SetArg::TCSANOW, &t).map_err(io::Error::from)?;

@@ -389,7 +389,9 @@ async fn a_command_stamped_ten_seconds_ago_is_rejected_as_stale_and_a_fresh_one_
 
     // The same command stamped now passes: the header itself is not what was rejected.
     // The stamp carries the nanoseconds too, or truncation alone could make it ~1 s old.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
     let fresh = msgpack(serde_json::json!({
         "id": 42,
         "header": {"stamp": {"sec": now.as_secs(), "nanosec": now.subsec_nanos()}},

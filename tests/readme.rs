@@ -7,7 +7,11 @@ fn every_robot_file_in_the_readme_validates() {
     let root = env!("CARGO_MANIFEST_DIR");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(format!("{root}/robots/comma_body.dbc"), dir.path().join("comma_body.dbc")).unwrap();
+    std::fs::copy(
+        format!("{root}/robots/comma_body.dbc"),
+        dir.path().join("comma_body.dbc"),
+    )
+    .unwrap();
     let mut checked = 0;
     for block in readme.split("```toml").skip(1) {
         let text = block.split("```").next().unwrap();
@@ -26,5 +30,8 @@ fn every_robot_file_in_the_readme_validates() {
         }
         checked += 1;
     }
-    assert!(checked >= 3, "found only {checked} robot files in README.md");
+    assert!(
+        checked >= 3,
+        "found only {checked} robot files in README.md"
+    );
 }

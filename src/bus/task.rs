@@ -67,21 +67,9 @@ pub(super) async fn run(
         let opened = {
             // A copy, so SetBirth/Subscribe can land while we connect.
             let cfg = ctx.cfg.clone();
-            let open = link::open(&cfg, CONNECT_TIMEOUT);
-            tokio::pin!(open);
-            loop {
-                tokio::select! {
-                    r = &mut open => break r,
-                    cmd = ctx.rx.recv() => match cmd {
-                        None => return ctx.close(),
-                        Some(c) => if let Some(s) = ctx.offline(c) {
-                            ctx.close();
-                            let _ = s.done.send(());
-                            return;
-                        }
-                    },
-                    _ = sleep_until(Instant::now() + FLUSH_EVERY), if ctx.outbox.needs_flush() => ctx.outbox.flush(false),
-                }
+            match ctx.offline_until(link::open(&cfg, CONNECT_TIMEOUT)).await {
+                Some(r) => r,
+                None => return,
             }
         };
         match opened {
@@ -97,19 +85,8 @@ pub(super) async fn run(
                     tracing::debug!(broker = %url, attempt = backoff.attempts(), "broker still unreachable: {e}");
                 }
                 let wake = Instant::now() + backoff.next_delay();
-                loop {
-                    tokio::select! {
-                        _ = sleep_until(wake) => break,
-                        cmd = ctx.rx.recv() => match cmd {
-                            None => return ctx.close(),
-                            Some(c) => if let Some(s) = ctx.offline(c) {
-                                ctx.close();
-                                let _ = s.done.send(());
-                                return;
-                            }
-                        },
-                        _ = sleep_until(Instant::now() + FLUSH_EVERY), if ctx.outbox.needs_flush() => ctx.outbox.flush(false),
-                    }
+                if ctx.offline_until(sleep_until(wake)).await.is_none() {
+                    return;
                 }
             }
             Ok(link) => {
@@ -136,6 +113,30 @@ pub(super) async fn run(
 }
 
 impl Ctx {
+    /// Waits for `fut` while disconnected, still taking commands (publishes go to the
+    /// outbox) and group-committing the spool. `None` when the bus was shut down (or every
+    /// handle dropped) meanwhile: the task must end.
+    async fn offline_until<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return Some(r),
+                cmd = self.rx.recv() => match cmd {
+                    None => {
+                        self.close();
+                        return None;
+                    }
+                    Some(c) => if let Some(s) = self.offline(c) {
+                        self.close();
+                        let _ = s.done.send(());
+                        return None;
+                    }
+                },
+                _ = sleep_until(Instant::now() + FLUSH_EVERY), if self.outbox.needs_flush() => self.outbox.flush(false),
+            }
+        }
+    }
+
     /// Makes everything accepted durable before the task ends.
     fn close(&mut self) {
         // Whatever was published before the end is still accepted: spool it (QoS 1/2) so

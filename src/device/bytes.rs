@@ -67,15 +67,8 @@ impl DeviceTask {
                         self.diag.error(format!("unavailable: {e}"));
                     }
                     let wake = Instant::now() + backoff.next_delay();
-                    loop {
-                        tokio::select! {
-                            _ = sleep_until(wake) => break,
-                            _ = shutdown.changed() => return,
-                            req = self.writes.recv() => match req {
-                                Some(req) => refuse(req, "device is disconnected"),
-                                None => return,
-                            },
-                        }
+                    if !super::wait_to_retry(wake, &mut shutdown, &mut self.writes).await {
+                        return;
                     }
                 }
                 Ok(io) => {

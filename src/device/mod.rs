@@ -14,6 +14,25 @@ pub struct WriteRequest {
     pub done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// Sleeps until `wake` while the device is away, refusing its writes meanwhile. False when
+/// the daemon is stopping (or the command path is gone): the driver ends.
+pub(crate) async fn wait_to_retry(
+    wake: tokio::time::Instant,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    writes: &mut tokio::sync::mpsc::Receiver<WriteRequest>,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => return true,
+            _ = shutdown.changed() => return false,
+            req = writes.recv() => match req {
+                Some(req) => refuse(req, "device is disconnected"),
+                None => return false,
+            },
+        }
+    }
+}
+
 pub(crate) fn refuse(req: WriteRequest, why: &str) {
     if let Some(done) = req.done {
         let _ = done.send(Err(why.to_string()));

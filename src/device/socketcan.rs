@@ -90,15 +90,8 @@ impl SocketCanTask {
                         self.diag.error(format!("unavailable: {iface}: {e}"));
                     }
                     let wake = Instant::now() + backoff.next_delay();
-                    loop {
-                        tokio::select! {
-                            _ = sleep_until(wake) => break,
-                            _ = shutdown.changed() => return,
-                            req = self.writes.recv() => match req {
-                                Some(req) => refuse(req, "device is disconnected"),
-                                None => return,
-                            },
-                        }
+                    if !super::wait_to_retry(wake, &mut shutdown, &mut self.writes).await {
+                        return;
                     }
                 }
                 Ok(sock) => {

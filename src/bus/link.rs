@@ -80,7 +80,13 @@ fn tls_connector(cfg: &BusConfig) -> Result<TlsConnector, LinkError> {
             }
         }
     }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    // The provider is named, not looked up, so a dependency enabling a second rustls
+    // backend cannot turn this into a runtime panic.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(format!("TLS versions: {e}")))?
+        .with_root_certificates(roots);
     let config = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
         (Some(cert), Some(key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)

@@ -1,0 +1,351 @@
+//! TLS, mutual X.509 authentication and username/password login against a real mosquitto,
+//! with certificates made for each run (rcgen) and a password file made by mosquitto_passwd.
+
+mod common;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    other_ca: PathBuf,
+}
+
+fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), Issuer::new(params, key))
+}
+
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    names: &[&str],
+    purpose: ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0]);
+    params.extended_key_usages.push(purpose);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki(dir: &Path) -> Pki {
+    let (ca_pem, issuer) = ca("botbus test CA");
+    let (server_pem, server_key) = leaf(
+        &issuer,
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_pem, client_key) =
+        leaf(&issuer, &["robot-r1"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (other_pem, _) = ca("some other CA");
+    let w = |name: &str, text: &str| write_file(dir, name, text);
+    Pki {
+        ca: w("ca.pem", &ca_pem),
+        server_cert: w("server.pem", &server_pem),
+        server_key: w("server.key", &server_key),
+        client_cert: w("client.pem", &client_pem),
+        client_key: w("client.key", &client_key),
+        other_ca: w("other-ca.pem", &other_pem),
+    }
+}
+
+fn mosquitto_bin(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// A mosquitto with three listeners: plain (the test's observer), mutual TLS, and
+/// password login.
+struct SecureBroker {
+    child: Child,
+    plain: u16,
+    tls: u16,
+    login: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl SecureBroker {
+    fn start(pki: &Pki) -> SecureBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        let st = Command::new(mosquitto_bin("mosquitto_passwd"))
+            .args(["-b", "-c"])
+            .arg(&passwd)
+            .args(["robot", "s3cret-pass"])
+            .status()
+            .expect("run mosquitto_passwd");
+        assert!(st.success());
+        let (plain, tls, login) = (free_port(), free_port(), free_port());
+        let mut conf = format!(
+            "per_listener_settings true\n\
+             listener {plain} 127.0.0.1\nallow_anonymous true\n\n\
+             listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\n\
+             listener {login} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            passwd.display()
+        );
+        if euid_is_root() {
+            conf.push_str("user root\n");
+        }
+        let conf_path = write_file(dir.path(), "mosquitto.conf", &conf);
+        let child = Command::new(mosquitto_bin("mosquitto"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        for port in [plain, tls, login] {
+            let up = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            assert!(up, "mosquitto did not listen on {port}");
+        }
+        SecureBroker {
+            child,
+            plain,
+            tls,
+            login,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits on the plain listener for the robot's retained status to say `online`.
+async fn sees_online(port: u16, robot: &str, within: Duration) -> bool {
+    let mut opts = rumqttc::MqttOptions::new(unique("observer"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    client
+        .subscribe(format!("robot/{robot}/status"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let wait = async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let v = rmpv::decode::read_value(&mut &p.payload[..]).unwrap();
+                    let state = v.as_map().and_then(|m| {
+                        m.iter()
+                            .find(|(k, _)| k.as_str() == Some("state"))
+                            .and_then(|(_, v)| v.as_str().map(str::to_string))
+                    });
+                    if state.as_deref() == Some("online") {
+                        return true;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.unwrap_or(false)
+}
+
+fn robot(id: &str) -> String {
+    format!("id = \"{id}\"\n")
+}
+
+fn start(url: &str, id: &str, env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let mut opts = daemon_options_for_url(robot(id), url, state.path());
+    for (k, v) in env {
+        opts = opts.env(k, v);
+    }
+    (Daemon::start(opts), state)
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate_connects_and_goes_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let broker = SecureBroker::start(&pki);
+    let id = unique("tls");
+    let (ca, cert, key) = (
+        pki.ca.display().to_string(),
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let (mut d, _s) = start(
+        &format!("mqtts://localhost:{}", broker.tls),
+        &id,
+        &[
+            ("BOTBUS_MQTT__CA_FILE", &ca),
+            ("BOTBUS_MQTT__CERT_FILE", &cert),
+            ("BOTBUS_MQTT__KEY_FILE", &key),
+        ],
+    );
+    assert!(
+        sees_online(broker.plain, &id, Duration::from_secs(15)).await,
+        "{}",
+        d.log()
+    );
+    assert!(d.is_running());
+}
+
+#[tokio::test]
+async fn a_client_without_its_certificate_is_refused_and_keeps_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let broker = SecureBroker::start(&pki);
+    let id = unique("nocert");
+    let ca = pki.ca.display().to_string();
+    let (mut d, _s) = start(
+        &format!("mqtts://localhost:{}", broker.tls),
+        &id,
+        &[("BOTBUS_MQTT__CA_FILE", &ca)],
+    );
+    assert!(!sees_online(broker.plain, &id, Duration::from_secs(4)).await);
+    assert!(d.is_running(), "the daemon keeps retrying: {}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("broker unreachable") || log.contains("broker connection"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_another_ca_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let broker = SecureBroker::start(&pki);
+    let id = unique("badca");
+    let (ca, cert, key) = (
+        pki.other_ca.display().to_string(),
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let (mut d, _s) = start(
+        &format!("mqtts://localhost:{}", broker.tls),
+        &id,
+        &[
+            ("BOTBUS_MQTT__CA_FILE", &ca),
+            ("BOTBUS_MQTT__CERT_FILE", &cert),
+            ("BOTBUS_MQTT__KEY_FILE", &key),
+        ],
+    );
+    assert!(!sees_online(broker.plain, &id, Duration::from_secs(4)).await);
+    let log = d.log();
+    assert!(
+        log.contains("TLS handshake") && log.to_lowercase().contains("certificate"),
+        "{log}"
+    );
+    assert!(d.is_running());
+}
+
+#[tokio::test]
+async fn a_password_file_logs_in_and_a_wrong_password_is_refused_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let broker = SecureBroker::start(&pki);
+    let url = format!("mqtt://127.0.0.1:{}", broker.login);
+
+    let good = write_file(dir.path(), "good", "s3cret-pass\n")
+        .display()
+        .to_string();
+    let id = unique("login");
+    let (mut d, _s) = start(
+        &url,
+        &id,
+        &[
+            ("BOTBUS_MQTT__USERNAME", "robot"),
+            ("BOTBUS_MQTT__PASSWORD_FILE", &good),
+        ],
+    );
+    assert!(
+        sees_online(broker.plain, &id, Duration::from_secs(15)).await,
+        "{}",
+        d.log()
+    );
+
+    let id2 = unique("wrong");
+    let (mut d2, _s2) = start(
+        &url,
+        &id2,
+        &[
+            ("BOTBUS_MQTT__USERNAME", "robot"),
+            ("BOTBUS_MQTT__PASSWORD", "not-the-pass-42"),
+        ],
+    );
+    assert!(!sees_online(broker.plain, &id2, Duration::from_secs(4)).await);
+    let log = d2.log();
+    assert!(
+        log.contains("not authorized") || log.contains("bad username or password"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("not-the-pass-42"),
+        "the password must never be logged: {log}"
+    );
+    assert!(d2.is_running());
+    assert!(!d.log().contains("s3cret-pass"));
+}
+
+#[test]
+fn check_never_prints_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let robot = write_file(dir.path(), "r.toml", "id = \"r1\"\n");
+    let out = Command::new(botbus_bin())
+        .args(["check", "--robot"])
+        .arg(&robot)
+        .env("BOTBUS_MQTT__PASSWORD", "hunter2-secret")
+        .env("BOTBUS_MQTT__USERNAME", "robot")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("hunter2-secret"), "{all}");
+}
+
+/// Whether this process runs as root (mosquitto then needs `user root` to read our files).
+fn euid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

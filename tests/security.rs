@@ -276,7 +276,7 @@ async fn a_password_file_logs_in_and_a_wrong_password_is_refused_without_showing
         .display()
         .to_string();
     let id = unique("login");
-    let (mut d, _s) = start(
+    let (d, _s) = start(
         &url,
         &id,
         &[

@@ -252,7 +252,7 @@ async fn listen(opts: FleetOptions, window: Duration) -> Result<botbus::fleet::l
     let mut listing = botbus::fleet::list::Listing::default();
     let end = tokio::time::Instant::now() + window;
     while let Ok(Some(m)) = tokio::time::timeout_at(end, rx.recv()).await {
-        listing.observe(&prefix, &m.topic, &m.payload);
+        listing.observe(&prefix, &m.topic, &m.payload, m.retain);
     }
     fleet.close().await;
     Ok(listing)
@@ -431,7 +431,6 @@ async fn run_command(cli: Cli) -> Result<()> {
         }
         Command::Robots { conn, wait_s, json } => {
             let opts = tool_options(&conn)?;
-            let prefix = opts.topic_prefix.clone();
             let listing = listen(opts, Duration::from_secs_f64(wait_s)).await?;
             let robots = listing.robots();
             if json {
@@ -439,7 +438,6 @@ async fn run_command(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", botbus::fleet::list::render_robots(&robots));
             }
-            let _ = prefix;
         }
         Command::Topic { command } => match command {
             TopicCommand::Echo {

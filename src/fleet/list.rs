@@ -40,7 +40,8 @@ pub struct Listing {
 }
 
 impl Listing {
-    pub fn observe(&mut self, prefix: &str, topic: &str, payload: &[u8]) {
+    /// Takes one message; `retained` ones name a topic but say nothing about its rate.
+    pub fn observe(&mut self, prefix: &str, topic: &str, payload: &[u8], retained: bool) {
         let Some(robot) = robot_of(prefix, topic) else {
             return;
         };
@@ -57,7 +58,10 @@ impl Listing {
                 }
             }
             _ => {
-                *self.counts.entry(topic.to_string()).or_default() += 1;
+                let n = self.counts.entry(topic.to_string()).or_default();
+                if !retained {
+                    *n += 1;
+                }
             }
         }
     }
@@ -84,7 +88,12 @@ impl Listing {
 
     pub fn topics(&self, prefix: &str, window: Duration) -> Vec<TopicRow> {
         let secs = window.as_secs_f64().max(1e-3);
-        let rate = |t: &str| self.counts.get(t).map(|n| *n as f64 / secs);
+        let rate = |t: &str| {
+            self.counts
+                .get(t)
+                .filter(|n| **n > 0)
+                .map(|n| *n as f64 / secs)
+        };
         let mut rows: BTreeMap<String, TopicRow> = BTreeMap::new();
         for (robot, c) in &self.catalogs {
             for s in &c.streams {
@@ -253,9 +262,9 @@ mod tests {
             &rmp_serde::to_vec_named(&cat).unwrap(),
         );
         for _ in 0..10 {
-            l.observe("robot", "robot/r1/gps/fix", b"x");
+            l.observe("robot", "robot/r1/gps/fix", b"x", false);
         }
-        l.observe("robot", "robot/r9/mystery", b"x");
+        l.observe("robot", "robot/r9/mystery", b"x", true);
         let robots = l.robots();
         assert_eq!(robots.len(), 1);
         assert_eq!((robots[0].state.as_str(), robots[0].boot), ("online", 3));
@@ -271,6 +280,7 @@ mod tests {
             .find(|t| t.topic == "robot/r9/mystery")
             .unwrap();
         assert_eq!(odd.kind, "unlisted");
+        assert_eq!(odd.rate_hz, None, "a retained message is not traffic");
         let table = render_topics(&topics);
         assert!(table.contains("not in any catalog"), "{table}");
         assert!(table.contains("robot/r1/cmd/drive"), "{table}");

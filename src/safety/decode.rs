@@ -158,6 +158,9 @@ pub fn decode_command(
     } else {
         None
     };
+    // A zero stamp is ROS's "not set" (and what a default-built header carries): such a
+    // command has no stamp to check, rather than one from 1970.
+    let stamp = stamp.filter(|t| *t != Time::default());
     Ok(DecodedCommand { id, message, stamp })
 }
 
@@ -216,6 +219,17 @@ mod tests {
         assert!(decode_command(&vec![0u8; 2000], MessageType::Twist, 1024)
             .unwrap_err()
             .contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn a_zero_stamp_counts_as_no_stamp() {
+        let c = decode_command(
+            &enc(serde_json::json!({"header": {"stamp": {"sec": 0, "nanosec": 0}, "frame_id": "x"}, "linear": {"x": 0.1}})),
+            MessageType::Twist,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(c.stamp, None);
     }
 
     #[test]

@@ -233,6 +233,7 @@ mod tests {
             "robot",
             "robot/r1/status",
             &rmp_serde::to_vec_named(&status).unwrap(),
+            true,
         );
         let cat = Catalog {
             robot: "r1".into(),
@@ -260,6 +261,7 @@ mod tests {
             "robot",
             "robot/r1/catalog",
             &rmp_serde::to_vec_named(&cat).unwrap(),
+            true,
         );
         for _ in 0..10 {
             l.observe("robot", "robot/r1/gps/fix", b"x", false);

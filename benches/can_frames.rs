@@ -1,10 +1,10 @@
 //! Cost per CAN frame, in batches of 8,000 frames (one second of a 1 Mbit/s bus at full
 //! load): (a) slcan text → frames (`SlcanDecoder`); (b) frames → DBC-decoded `map` message →
 //! MessagePack bytes (`CanCore` + `Message::encode_into`); (c) both, through the slcan
-//! device core the daemon runs. For an 8-byte Motorola message (comma_body MOTORS_DATA) and
-//! multiplexed ones (GM Battery_Module_1, Motorola; Tesla VCFRONT_LVPowerState, Intel, 20
-//! signals per page). Criterion's time per iteration ÷ 8,000 is the cost per frame; the
-//! throughput line gives frames/s.
+//! device core the daemon runs, fed in the driver's 8 KiB reads. For an 8-byte Motorola
+//! message (comma_body MOTORS_DATA) and multiplexed ones (GM Battery_Module_1, Motorola;
+//! Tesla VCFRONT_LVPowerState, Intel, 20 signals per page). Criterion's time per iteration
+//! ÷ 8,000 is the cost per frame; the throughput line gives frames/s.
 //!
 //! `cargo bench --bench can_frames -- --warm-up-time 1 --measurement-time 3`
 
@@ -141,17 +141,20 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        // (c) the whole device core: slcan text → map msgpack bytes.
+        // (c) the whole device core: slcan text → map msgpack bytes, fed in the 8 KiB
+        // chunks the device driver reads.
         let mut protocol = botbus::device::bytes::decoder_for(device).expect("slcan core");
         g.bench_function(format!("slcan_text_to_map_msgpack/{name}"), |b| {
             b.iter(|| {
                 let mut samples = 0usize;
-                protocol.feed(black_box(&text), stamp, &mut out);
-                for o in out.drain(..) {
-                    if let Output::Sample { message, .. } = o {
-                        buf.clear();
-                        message.encode_into(&mut buf).expect("encode");
-                        samples += 1;
+                for chunk in black_box(&text).chunks(8192) {
+                    protocol.feed(chunk, stamp, &mut out);
+                    for o in out.drain(..) {
+                        if let Output::Sample { message, .. } = o {
+                            buf.clear();
+                            message.encode_into(&mut buf).expect("encode");
+                            samples += 1;
+                        }
                     }
                 }
                 assert_eq!(samples, BATCH);

@@ -1228,10 +1228,10 @@ fn python_missing() -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_from_the_demo() {
     if let Some(why) = python_missing() {
-        eprintln!(
+        loud(&format!(
             "\n*** SKIPPED the_python_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_from_the_demo: {why}\n\
              *** install them with: python3 -m pip install paho-mqtt msgpack (scripts/test does)\n"
-        );
+));
         return;
     }
     let (_demo, url) = start_demo().await;

@@ -145,12 +145,12 @@ fn skip_without_pymodbus(test: &str) -> bool {
     if pymodbus_available() {
         return false;
     }
-    eprintln!(
+    loud(&format!(
         "\n**********************************************************************\n\
          SKIPPED {test}: python3 with pymodbus >= 3.x (SimDevice API) and pyserial\n\
          is not installed; scripts/test installs them (pip install pymodbus pyserial).\n\
          **********************************************************************\n"
-    );
+    ));
     true
 }
 

@@ -1119,9 +1119,11 @@ async fn next_line(
 #[tokio::test]
 async fn python_paho_subscriber_receives_the_fix_and_battery_as_dictionaries() {
     if let Some(why) = python_missing() {
-        eprintln!("\n*** SKIPPED python_paho_subscriber_receives_the_fix_and_battery_as_dictionaries: {why}");
-        eprintln!(
-            "*** install them with: python3 -m pip install paho-mqtt msgpack (scripts/test does)\n"
+        loud(&format!(
+            "\n*** SKIPPED python_paho_subscriber_receives_the_fix_and_battery_as_dictionaries: {why}\n"
+        ));
+        loud(
+            "*** install them with: python3 -m pip install paho-mqtt msgpack (scripts/test does)\n",
         );
         return;
     }

@@ -109,10 +109,13 @@ pub fn decode_command(
         return Err("a command must be a MessagePack map".into());
     };
     let mut id = rmpv::Value::Nil;
+    // A type with its own `id` field (can_msgs/Frame: the CAN identifier) keeps it; the
+    // ack then echoes that value.
+    let id_is_a_field = msg_type.kind_of("id").is_some();
     pairs.retain(|(k, v)| {
         if k.as_str() == Some("id") {
             id = v.clone();
-            false
+            id_is_a_field
         } else {
             true
         }
@@ -219,6 +222,18 @@ mod tests {
         assert!(decode_command(&vec![0u8; 2000], MessageType::Twist, 1024)
             .unwrap_err()
             .contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn a_frame_command_keeps_its_can_id() {
+        let c = decode_command(
+            &enc(serde_json::json!({"id": 768, "dlc": 2, "data": [1, 2]})),
+            MessageType::Frame,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(c.message.get_path("id"), Some(Scalar::Int(768)));
+        assert_eq!(c.id, rmpv::Value::from(768));
     }
 
     #[test]

@@ -1403,3 +1403,9 @@ pub fn rss_kb(pid: Pid) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Writes straight to the process's stderr, past the test harness's output capture, so a
+/// skipped hardware or interop test says so in a plain `cargo test` run (and in CI logs).
+pub fn loud(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+}

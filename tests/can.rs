@@ -1,0 +1,1409 @@
+//! Integration tests for issue 6 (CAN: slcan adapters, SocketCAN, DBC signals, raw frames): the real `botbus` binary against a real mosquitto, with the test playing the slcan adapter on a pseudo-terminal, Python cantools as the independent DBC implementation, `botbus sim` as the simulated adapter, and a `vcan0` SocketCAN interface when the machine has one.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rumqttc::QoS;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// "Nothing was written": how long the adapter must stay silent.
+const QUIET: Duration = Duration::from_millis(400);
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dbc")
+        .join(name)
+}
+
+/// Copies a fixture DBC file into `dir` (a robot file's folder) and returns the copy.
+fn copy_dbc(dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(fixture(name), &to).expect("copy the DBC fixture");
+    to
+}
+
+fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
+}
+
+// ---------------------------------------------------------------------------------------
+// The independent DBC implementation: Python cantools
+
+/// `frames SEED COUNT (DBC MSG,MSG...)...` prints `COUNT` random frames per message, one
+/// per line: `dbc \t message \t id-hex \t data-hex \t decoded-json`. Every signal gets a
+/// random raw value inside its bits and its DBC range (the ends of the range one time in
+/// five); a multiplexed message gets its pages in turn (from a random one), each frame with
+/// the signals of its page only. cantools encodes the raw values and decodes the frame to
+/// physical values (no value tables).
+/// `decode` reads `dbc \t id-hex \t data-hex` lines and prints `message \t decoded-json`.
+const CANTOOLS_PEER: &str = r#"
+import json, math, random, sys
+
+import cantools
+
+_dbs = {}
+
+
+def database(path):
+    if path not in _dbs:
+        _dbs[path] = cantools.database.load_file(path, strict=False)
+    return _dbs[path]
+
+
+def raw_bounds(s):
+    """The raw values the signal's bits hold, narrowed to its DBC [min|max] if given."""
+    if s.is_signed:
+        lo, hi = -(1 << (s.length - 1)), (1 << (s.length - 1)) - 1
+    else:
+        lo, hi = 0, (1 << s.length) - 1
+    ends = [None if p is None else (p - s.offset) / s.scale for p in (s.minimum, s.maximum)]
+    if s.scale < 0:
+        ends.reverse()
+    if ends[0] is not None:
+        lo = max(lo, math.ceil(ends[0] - 1e-9))
+    if ends[1] is not None:
+        hi = min(hi, math.floor(ends[1] + 1e-9))
+    return lo, hi
+
+
+def pick(rng, lo, hi):
+    r = rng.random()
+    if r < 0.1:
+        return lo
+    if r < 0.2:
+        return hi
+    return rng.randint(lo, hi)
+
+
+def random_frame(rng, m, k):
+    """Frame k of a message: for a multiplexed one the pages take turns."""
+    muxes = [s for s in m.signals if s.is_multiplexer]
+    for _ in range(200):
+        raw, pages = {}, {}
+        for mux in muxes:
+            lo, hi = raw_bounds(mux)
+            ids = sorted({i for s in m.signals if s.multiplexer_signal == mux.name
+                          for i in (s.multiplexer_ids or []) if lo <= i <= hi})
+            pages[mux.name] = raw[mux.name] = ids[k % len(ids)]
+        for s in m.signals:
+            if s.name in raw:
+                continue
+            if s.multiplexer_signal is not None and \
+                    pages.get(s.multiplexer_signal) not in (s.multiplexer_ids or []):
+                continue
+            raw[s.name] = pick(rng, *raw_bounds(s))
+        try:
+            return m.encode(raw, scaling=False, strict=True)
+        except Exception:
+            continue  # an end of the range that scaling pushes just outside: pick again
+    raise SystemExit(f"cannot encode a random {m.name}")
+
+
+def decoded(m, data):
+    return m.decode(data, decode_choices=False, scaling=True)
+
+
+mode = sys.argv[1]
+if mode == "frames":
+    rng = random.Random(int(sys.argv[2]))
+    count = int(sys.argv[3])
+    rest = sys.argv[4:]
+    for path, names in zip(rest[0::2], rest[1::2]):
+        db = database(path)
+        for name in names.split(","):
+            m = db.get_message_by_name(name)
+            start = rng.randrange(64)
+            for k in range(count):
+                data = random_frame(rng, m, start + k)
+                print(f"{path}\t{name}\t{m.frame_id:X}\t{data.hex().upper()}\t"
+                      f"{json.dumps(decoded(m, data))}")
+elif mode == "decode":
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        path, ident, data = line.rstrip("\n").split("\t")
+        m = database(path).get_message_by_frame_id(int(ident, 16))
+        print(f"{m.name}\t{json.dumps(decoded(m, bytes.fromhex(data)))}")
+else:
+    raise SystemExit(f"unknown mode {mode}")
+"#;
+
+fn cantools_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import cantools"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// True (after saying so loudly) when the cantools cross-checks cannot run here.
+fn skip_without_cantools(test: &str) -> bool {
+    if cantools_available() {
+        return false;
+    }
+    loud(&format!(
+        "\n**********************************************************************\n\
+         SKIPPED {test}: python3 with cantools is not installed;\n\
+         scripts/test installs it (pip install cantools).\n\
+         **********************************************************************\n"
+    ));
+    true
+}
+
+/// Runs the cantools peer with `args`, feeding it `input`; returns its stdout lines.
+fn cantools(dir: &Path, args: &[String], input: &str) -> Vec<String> {
+    let script = dir.join("cantools_peer.py");
+    std::fs::write(&script, CANTOOLS_PEER).expect("write the cantools script");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("feed the cantools script");
+    let out = child.wait_with_output().expect("wait for python3");
+    assert!(
+        out.status.success(),
+        "the cantools script failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The random seed of a cross-check: `CAN_TEST_SEED` to repeat a run, the clock otherwise.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("CAN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as u64
+                % 1_000_000_007
+        });
+    eprintln!("{test}: random seed {seed} (CAN_TEST_SEED={seed} repeats this run)");
+    seed
+}
+
+/// One frame cantools made: which DBC and message, its bytes, and its decoded values.
+struct PeerFrame {
+    dbc: PathBuf,
+    message: String,
+    id: u32,
+    data: Vec<u8>,
+    values: serde_json::Map<String, serde_json::Value>,
+}
+
+fn parse_peer_frame(line: &str) -> PeerFrame {
+    let f: Vec<&str> = line.split('\t').collect();
+    assert_eq!(f.len(), 5, "cantools printed {line:?}");
+    let serde_json::Value::Object(values) = serde_json::from_str(f[4]).expect("json") else {
+        panic!("cantools printed {line:?}");
+    };
+    PeerFrame {
+        dbc: PathBuf::from(f[0]),
+        message: f[1].to_string(),
+        id: u32::from_str_radix(f[2], 16).expect("hex id"),
+        data: hex_bytes(f[3]),
+        values,
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex byte"))
+        .collect()
+}
+
+fn hex_upper(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// The slcan receive line of a standard data frame, as an adapter sends it.
+fn slcan_line(id: u32, data: &[u8]) -> String {
+    format!("t{id:03X}{}{}\r", data.len(), hex_upper(data))
+}
+
+/// A transmit line the daemon wrote (`t` + 3 hex id + dlc + data), as id and data.
+fn parse_slcan(line: &str) -> (u32, Vec<u8>) {
+    assert!(
+        line.starts_with('t') && line.len() >= 5,
+        "not an slcan data frame: {line:?}"
+    );
+    let id = u32::from_str_radix(&line[1..4], 16).expect("hex id");
+    let dlc = usize::from_str_radix(&line[4..5], 16).expect("dlc");
+    let data = hex_bytes(&line[5..]);
+    assert_eq!(data.len(), dlc, "dlc and data disagree in {line:?}");
+    (id, data)
+}
+
+fn number(v: &rmpv::Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// `a` equals `b` up to a relative 1e-6 (what a float round trip may lose).
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1e-6)
+}
+
+/// The published `map` equals cantools' decoded values: the same signals, the same values.
+fn assert_map_equals(m: &Msg, want: &serde_json::Map<String, serde_json::Value>, what: &str) {
+    let rmpv::Value::Map(pairs) = &m.value else {
+        panic!("{what}: not a map: {m:?}");
+    };
+    let mut got = BTreeMap::new();
+    for (k, v) in pairs {
+        let k = k.as_str().expect("string keys");
+        if k != "header" {
+            let n = number(v).unwrap_or_else(|| panic!("{what}: `{k}` is not a number: {m:?}"));
+            got.insert(k.to_string(), n);
+        }
+    }
+    let want: BTreeMap<String, f64> = want
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().expect("cantools numbers")))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: botbus published other signals than cantools decodes\n  botbus:   {got:?}\n  cantools: {want:?}"
+    );
+    for (k, w) in &want {
+        assert!(
+            close(got[k], *w),
+            "{what}: {k} = {} but cantools decodes {w}\n  botbus:   {got:?}\n  cantools: {want:?}",
+            got[k]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The slcan adapter, played by the test on the master side of a pty
+
+struct Adapter {
+    pty: Pty,
+    buf: Vec<u8>,
+    /// Complete lines (without `\r`) the daemon wrote and no one has taken yet.
+    lines: VecDeque<String>,
+}
+
+impl Adapter {
+    fn open() -> Adapter {
+        Adapter {
+            pty: Pty::open().expect("open a pseudo-terminal"),
+            buf: Vec::new(),
+            lines: VecDeque::new(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.pty.path()
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(DEADLINE, self.pty.write_all(bytes))
+            .await
+            .expect("pty write timed out")
+            .expect("pty write");
+    }
+
+    /// The next line the daemon wrote, or `None` when none is complete within `within`.
+    /// Like a real adapter it answers `\r` to a command and `z\r` to a frame it queued.
+    async fn line_within(&mut self, within: Duration) -> Option<String> {
+        let end = Instant::now() + within;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(l) = self.lines.pop_front() {
+                return Some(l);
+            }
+            match tokio::time::timeout_at(end, self.pty.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Err(e)) => panic!("reading the pty failed: {e}"),
+                Ok(Ok(0)) => panic!("the pty closed"),
+                Ok(Ok(n)) => {
+                    let mut replies = Vec::new();
+                    for &b in &chunk[..n] {
+                        if b != b'\r' {
+                            self.buf.push(b);
+                            continue;
+                        }
+                        let line = String::from_utf8_lossy(&self.buf).into_owned();
+                        self.buf.clear();
+                        match line.as_bytes().first() {
+                            Some(b't' | b'r') => replies.extend_from_slice(b"z\r"),
+                            Some(b'T' | b'R') => replies.extend_from_slice(b"Z\r"),
+                            _ => replies.push(b'\r'),
+                        }
+                        self.lines.push_back(line);
+                    }
+                    if !replies.is_empty() {
+                        self.send(&replies).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn line(&mut self, what: &str) -> String {
+        match self.line_within(DEADLINE).await {
+            Some(l) => l,
+            None => panic!(
+                "the adapter received no line within {DEADLINE:?}, waiting for {what} (partial: {:?})",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    /// Close, bitrate 500 kbit/s, open: what the daemon must send first.
+    async fn expect_setup(&mut self) {
+        let got = [
+            self.line("the setup").await,
+            self.line("the setup").await,
+            self.line("the setup").await,
+        ];
+        assert_eq!(got, ["C", "S6", "O"], "the slcan setup sequence");
+    }
+
+    /// Every line that arrives within `window`.
+    async fn lines_for(&mut self, window: Duration) -> Vec<String> {
+        let end = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Some(l) = self
+            .line_within(end.saturating_duration_since(Instant::now()))
+            .await
+        {
+            out.push(l);
+        }
+        out
+    }
+
+    async fn expect_silence(&mut self, window: Duration, after: &str) {
+        let got = self.lines_for(window).await;
+        assert!(
+            got.is_empty() && self.buf.is_empty(),
+            "the adapter received {got:?} (partial {:?}) {after}; nothing may be written",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A daemon, its broker and an independent client
+
+struct Rig {
+    id: String,
+    sub: Subscriber,
+    daemon: Daemon,
+    next_cmd: u64,
+    _state: TempDir,
+    _broker: Mosquitto,
+}
+
+impl Rig {
+    /// `toml` with `@ID@` replaced by a unique robot id.
+    async fn start(toml: &str) -> Rig {
+        let broker = Mosquitto::start();
+        let id = unique("can");
+        let sub = Subscriber::connect(&broker, &[&format!("robot/{id}/#")]).await;
+        let state = temp_dir("botbus-state-");
+        let daemon = Daemon::start(DaemonOptions::new(
+            toml.replace("@ID@", &id),
+            &broker,
+            state.path(),
+        ));
+        Rig {
+            id,
+            sub,
+            daemon,
+            next_cmd: 0,
+            _state: state,
+            _broker: broker,
+        }
+    }
+
+    fn topic(&self, rest: &str) -> String {
+        format!("robot/{}/{rest}", self.id)
+    }
+
+    async fn wait_online(&mut self) {
+        let topic = self.topic("status");
+        self.sub
+            .wait_for("status online", |m| {
+                m.topic == topic && m.opt("state").and_then(|s| s.as_str()) == Some("online")
+            })
+            .await;
+    }
+
+    /// Publishes `fields` (a msgpack map) to `cmd/<actuator>` and returns the ack (matched
+    /// by the command's `id`) as JSON.
+    async fn command_value(&mut self, actuator: &str, fields: rmpv::Value) -> serde_json::Value {
+        let rmpv::Value::Map(mut pairs) = fields else {
+            panic!("a command is a map");
+        };
+        // A `can_msgs/Frame` has its own `id` field (the CAN identifier), so its ack is the
+        // next one on the topic; other commands get a fresh id to match their ack by.
+        let id = if pairs.iter().any(|(k, _)| k.as_str() == Some("id")) {
+            None
+        } else {
+            self.next_cmd += 1;
+            pairs.insert(
+                0,
+                (rmpv::Value::from("id"), rmpv::Value::from(self.next_cmd)),
+            );
+            Some(self.next_cmd)
+        };
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &rmpv::Value::Map(pairs)).expect("msgpack");
+        self.sub
+            .client
+            .publish(
+                self.topic(&format!("cmd/{actuator}")),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .expect("queue PUBLISH");
+        let topic = self.topic(&format!("ack/{actuator}"));
+        self.sub
+            .wait_for(&format!("the ack of command {id:?} on {actuator}"), |m| {
+                m.topic == topic && (id.is_none() || m.opt("id").and_then(|v| v.as_u64()) == id)
+            })
+            .await
+            .json()
+    }
+
+    async fn command(&mut self, actuator: &str, fields: serde_json::Value) -> serde_json::Value {
+        let bytes = rmp_serde::to_vec_named(&fields).expect("msgpack");
+        let value = rmpv::decode::read_value(&mut &bytes[..]).expect("msgpack");
+        self.command_value(actuator, value).await
+    }
+
+    async fn sample(&mut self, sensor: &str, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let topic = self.topic(sensor);
+        self.sub
+            .wait_for(what, |m| m.topic == topic && pred(m))
+            .await
+    }
+
+    /// The next diagnostics report (unclaimed, oldest first) whose entry for `device`
+    /// satisfies `pred`.
+    async fn diag(&mut self, device: &str, what: &str, pred: impl Fn(&rmpv::Value) -> bool) -> Msg {
+        let topic = self.topic("diagnostics");
+        self.sub
+            .wait_for(what, |m| {
+                m.topic == topic && m.diag_device(device).is_some_and(&pred)
+            })
+            .await
+    }
+}
+
+fn field_u64(entry: &rmpv::Value, field: &str) -> u64 {
+    lookup(entry, field)
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("no `{field}` in {entry}"))
+}
+
+fn assert_ok(ack: &serde_json::Value, what: &str) {
+    assert_eq!(ack["ok"], true, "{what} must be accepted: {ack}");
+}
+
+fn assert_rejected(ack: &serde_json::Value, needle: &str, what: &str) {
+    assert_eq!(ack["ok"], false, "{what} must be rejected: {ack}");
+    let error = ack["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(needle),
+        "{what}: the error should mention {needle:?}: {ack}"
+    );
+    assert!(ack["applied"].is_null(), "{what}: {ack}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Decoding against cantools
+
+/// The devices and messages the cross-checks cover: comma_body (Motorola, signed), Tesla
+/// (signed Intel 13-bit, Motorola with offsets, a multiplexed Intel message) and GM (signed
+/// Motorola with an offset, Intel and Motorola multiplexors, a mixed-order message).
+const DECODE_SET: [(&str, &str, &[&str]); 3] = [
+    (
+        "comma",
+        "comma_body.dbc",
+        &["MOTORS_DATA", "MOTORS_CURRENT", "BODY_DATA"],
+    ),
+    (
+        "tesla",
+        "tesla_model3_party.dbc",
+        &["DI_torque", "EPAS3S_sysStatus", "VCFRONT_LVPowerState"],
+    ),
+    (
+        "gm",
+        "gm_global_a_high_voltage_management.dbc",
+        &[
+            "Pack_Stats",
+            "Battery_temp",
+            "Battery_Module_1",
+            "Charger_parameters",
+        ],
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_frames_encoded_by_cantools_publish_the_physical_values_cantools_decodes() {
+    let test = "random_frames_encoded_by_cantools_publish_the_physical_values_cantools_decodes";
+    if skip_without_cantools(test) {
+        return;
+    }
+    let dir = temp_dir("botbus-can-decode-");
+    let mut adapters: Vec<Adapter> = DECODE_SET.iter().map(|_| Adapter::open()).collect();
+    let mut toml = String::from("id = \"@ID@\"\n");
+    let mut peer_args = vec![seed(test).to_string(), "8".to_string()];
+    let mut dbcs = Vec::new();
+    for ((device, file, messages), adapter) in DECODE_SET.iter().zip(&adapters) {
+        let dbc = copy_dbc(dir.path(), file);
+        toml.push_str(&format!(
+            "\n[[devices]]\nname = \"{device}\"\nprotocol = \"slcan\"\n\
+             serial = {{ path = \"{}\", baud = 115200 }}\nbitrate = 500000\ndbc = \"{}\"\n",
+            adapter.path().display(),
+            dbc.display()
+        ));
+        for m in *messages {
+            toml.push_str(&format!(
+                "  [[devices.streams]]\n  sensor = \"{device}/{m}\"\n  can_message = \"{m}\"\n  qos = 1\n"
+            ));
+        }
+        peer_args.push(dbc.display().to_string());
+        peer_args.push(messages.join(","));
+        dbcs.push(dbc);
+    }
+    let frames: Vec<PeerFrame> = cantools(
+        dir.path(),
+        &[vec!["frames".to_string()], peer_args].concat(),
+        "",
+    )
+    .iter()
+    .map(|l| parse_peer_frame(l))
+    .collect();
+    assert!(frames.len() >= 80, "cantools made {} frames", frames.len());
+
+    let mut rig = Rig::start(&toml).await;
+    for a in &mut adapters {
+        a.expect_setup().await;
+    }
+    rig.wait_online().await;
+
+    let mut multiplexed_pages = BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for (n, f) in frames.iter().enumerate() {
+        let k = dbcs.iter().position(|d| *d == f.dbc).expect("a known DBC");
+        let device = DECODE_SET[k].0;
+        adapters[k].send(slcan_line(f.id, &f.data).as_bytes()).await;
+        let sensor = format!("{device}/{}", f.message);
+        let m = rig
+            .sample(&sensor, &format!("frame {n} on {sensor}"), |_| true)
+            .await;
+        let what = format!(
+            "frame {n}: {} 0x{:X} [{}] from {}",
+            f.message,
+            f.id,
+            hex_upper(&f.data),
+            DECODE_SET[k].1
+        );
+        assert_map_equals(&m, &f.values, &what);
+        for switch in ["VCFRONT_LVPowerStateIndex", "Switch", "Cell_Bank_Number_1"] {
+            if let Some(v) = f.values.get(switch) {
+                multiplexed_pages
+                    .entry(f.message.clone())
+                    .or_default()
+                    .insert(v.to_string());
+            }
+        }
+    }
+    // Every page of each multiplexed message was exercised (they take turns).
+    let pages: BTreeMap<&str, usize> = multiplexed_pages
+        .iter()
+        .map(|(m, p)| (m.as_str(), p.len()))
+        .collect();
+    assert_eq!(
+        pages,
+        BTreeMap::from([
+            ("Battery_Module_1", 8),
+            ("Battery_temp", 2),
+            ("VCFRONT_LVPowerState", 2)
+        ]),
+        "pages seen per multiplexed message"
+    );
+    assert!(rig.daemon.is_running());
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Encoding against cantools
+
+/// Command actuators whose every signal maps to a field named like the signal, lowercased.
+/// A device name, its DBC file, and its actuators as `(actuator, DBC message)`.
+type EncodeDevice = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const ENCODE_SET: [EncodeDevice; 3] = [
+    ("comma", "comma_body.dbc", &[("comma/torque", "TORQUE_CMD")]),
+    (
+        "tesla",
+        "tesla_model3_party.dbc",
+        &[
+            ("tesla/steering", "EPAS3S_sysStatus"),
+            ("tesla/torque", "DI_torque"),
+        ],
+    ),
+    (
+        "gm",
+        "gm_global_a_high_voltage_management.dbc",
+        &[("gm/pack", "Pack_Stats"), ("gm/cells", "Battery_Module_1")],
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commanded_values_come_back_from_cantools_decoding_the_frames_on_the_wire() {
+    let test = "commanded_values_come_back_from_cantools_decoding_the_frames_on_the_wire";
+    if skip_without_cantools(test) {
+        return;
+    }
+    let dir = temp_dir("botbus-can-encode-");
+    let mut adapters: Vec<Adapter> = ENCODE_SET.iter().map(|_| Adapter::open()).collect();
+    let mut peer_args = vec!["frames".to_string(), seed(test).to_string(), "10".into()];
+    let mut dbcs = Vec::new();
+    let mut toml = String::from("id = \"@ID@\"\n");
+    for ((device, file, commands), adapter) in ENCODE_SET.iter().zip(&adapters) {
+        let dbc = copy_dbc(dir.path(), file);
+        toml.push_str(&format!(
+            "\n[[devices]]\nname = \"{device}\"\nprotocol = \"slcan\"\n\
+             serial = {{ path = \"{}\", baud = 115200 }}\nbitrate = 500000\ndbc = \"{}\"\n",
+            adapter.path().display(),
+            dbc.display()
+        ));
+        let text = std::fs::read_to_string(&dbc).expect("read DBC");
+        for (actuator, message) in *commands {
+            // Every signal of the message, from the DBC text (not from botbus).
+            let signals = dbc_signal_names(&text, message);
+            assert!(!signals.is_empty(), "{message} has signals");
+            let mapping: Vec<String> = signals
+                .iter()
+                .map(|s| format!("{s} = \"{}\"", s.to_lowercase()))
+                .collect();
+            toml.push_str(&format!(
+                "  [[devices.commands]]\n  actuator = \"{actuator}\"\n  type = \"map\"\n  \
+                 can_message = \"{message}\"\n  signals = {{ {} }}\n  safe = {{ {} = 0 }}\n",
+                mapping.join(", "),
+                signals[0].to_lowercase()
+            ));
+        }
+        peer_args.push(dbc.display().to_string());
+        peer_args.push(
+            commands
+                .iter()
+                .map(|(_, m)| *m)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        dbcs.push(dbc);
+    }
+    let wanted: Vec<PeerFrame> = cantools(dir.path(), &peer_args, "")
+        .iter()
+        .map(|l| parse_peer_frame(l))
+        .collect();
+    assert!(
+        wanted.len() >= 50,
+        "cantools made {} value sets",
+        wanted.len()
+    );
+
+    let mut rig = Rig::start(&toml).await;
+    for (k, a) in adapters.iter_mut().enumerate() {
+        a.expect_setup().await;
+        // Then the safe frame of each of the device's actuators ("device connected").
+        for _ in ENCODE_SET[k].2 {
+            a.line("a safe frame").await;
+        }
+    }
+    rig.wait_online().await;
+    for a in &mut adapters {
+        a.lines_for(QUIET).await;
+    }
+
+    // Command each value set; the daemon writes one frame per command.
+    let mut sent = Vec::new();
+    for (n, w) in wanted.iter().enumerate() {
+        let k = dbcs.iter().position(|d| *d == w.dbc).expect("a known DBC");
+        let (actuator, _) = ENCODE_SET[k]
+            .2
+            .iter()
+            .find(|(_, m)| *m == w.message)
+            .expect("a commanded message");
+        let fields: serde_json::Map<String, serde_json::Value> = w
+            .values
+            .iter()
+            .map(|(s, v)| (s.to_lowercase(), v.clone()))
+            .collect();
+        let ack = rig
+            .command(actuator, serde_json::Value::Object(fields.clone()))
+            .await;
+        assert_ok(&ack, &format!("command {n} on {actuator} ({fields:?})"));
+        for (field, v) in &fields {
+            let applied = ack["applied"][field].as_f64();
+            assert!(
+                applied.is_some_and(|a| close(a, v.as_f64().unwrap())),
+                "command {n}: applied {field} in {ack}, commanded {v}"
+            );
+        }
+        let line = adapters[k].line(&format!("the frame of command {n}")).await;
+        let (id, data) = parse_slcan(&line);
+        assert_eq!(id, w.id, "command {n} on {actuator}: frame {line:?}");
+        sent.push((n, w, line, data));
+    }
+
+    // cantools decodes every frame the daemon wrote.
+    let input: String = sent
+        .iter()
+        .map(|(_, w, _, data)| format!("{}\t{:X}\t{}\n", w.dbc.display(), w.id, hex_upper(data)))
+        .collect();
+    let decoded = cantools(dir.path(), &["decode".to_string()], &input);
+    assert_eq!(decoded.len(), sent.len(), "{decoded:?}");
+    for ((n, w, line, _), d) in sent.iter().zip(&decoded) {
+        let (name, json) = d.split_once('\t').expect("message \\t json");
+        assert_eq!(name, w.message, "command {n}: frame {line:?}");
+        let back: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(json).expect("json");
+        for (signal, v) in &w.values {
+            let want = v.as_f64().unwrap();
+            let got = back.get(signal).and_then(|v| v.as_f64());
+            assert!(
+                got.is_some_and(|g| close(g, want)),
+                "command {n} on {}: {signal} = {want} was commanded; cantools decodes {got:?} \
+                 from {line:?}\n  commanded: {:?}\n  decoded:   {back:?}",
+                w.message,
+                w.values
+            );
+        }
+    }
+    assert!(rig.daemon.is_running());
+}
+
+/// The signal names of `message` in DBC text: the `SG_` lines under its `BO_` line.
+fn dbc_signal_names(text: &str, message: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("BO_ ") {
+            inside = t.split_whitespace().nth(2) == Some(&format!("{message}:"));
+        } else if inside && t.starts_with("SG_ ") {
+            out.push(
+                t.split_whitespace()
+                    .nth(1)
+                    .expect("signal name")
+                    .to_string(),
+            );
+        } else if inside && t.is_empty() {
+            inside = false;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. End to end over a pty: telemetry, raw frames, commands, deadman, garbage
+
+/// The robot of the end-to-end tests; `transport` is the only line SocketCAN changes.
+fn body_robot(transport: &str, dbc: &Path) -> String {
+    format!(
+        r#"id = "@ID@"
+
+[[devices]]
+name = "can"
+protocol = "slcan"
+{transport}
+bitrate = 500000
+dbc = "{}"
+  [[devices.streams]]
+  sensor = "body/motors"
+  can_message = "MOTORS_DATA"
+  qos = 1
+  [[devices.streams]]
+  sensor = "body/power"
+  can_message = "BODY_DATA"
+  qos = 1
+  [[devices.streams]]
+  sensor = "can/raw"
+  type = "can_msgs/Frame"
+  ids = [0x7AB]
+  qos = 1
+  [[devices.streams]]
+  sensor = "can/all"
+  qos = 1
+  [[devices.commands]]
+  actuator = "body/torque"
+  type = "map"
+  can_message = "TORQUE_CMD"
+  signals = {{ TORQUE_L = "left", TORQUE_R = "right" }}
+  limits = {{ left = [-500.0, 500.0], right = [-500.0, 500.0] }}
+  timeout_ms = 500
+  safe = {{ left = 0, right = 0 }}
+  [[devices.commands]]
+  actuator = "body/max_rpm"
+  type = "map"
+  can_message = "MAX_MOTOR_RPM_CMD"
+  signals = {{ MAX_RPM_L = "left", MAX_RPM_R = "right" }}
+  safe = {{ left = 0, right = 0 }}
+  [[devices.commands]]
+  actuator = "can/raw"
+  type = "can_msgs/Frame"
+  ids = [0x300]
+  safe = {{ id = 0x300, dlc = 0 }}
+"#,
+        dbc.display()
+    )
+}
+
+/// MOTORS_DATA (0x201), hand-encoded: SPEED_L 7|16@0- = 0xFF38 = -200, SPEED_R 23|16@0- =
+/// 0x012C = 300, ELEC_ANGLE_L byte 4 = 0x12 = 18, ELEC_ANGLE_R byte 5 = 0x34 = 52,
+/// COUNTER 51|4@0+ = low nibble of byte 6 = 0xA = 10 (the high nibble 0xF is no signal),
+/// CHECKSUM byte 7 = 0x5C = 92.
+const MOTORS: &[u8] = &[0xFF, 0x38, 0x01, 0x2C, 0x12, 0x34, 0xFA, 0x5C];
+
+fn assert_motors(m: &Msg) {
+    assert_eq!(m.i64("SPEED_L"), -200, "{m:?}");
+    assert_eq!(m.i64("SPEED_R"), 300, "{m:?}");
+    assert_eq!(m.i64("ELEC_ANGLE_L"), 18, "{m:?}");
+    assert_eq!(m.i64("ELEC_ANGLE_R"), 52, "{m:?}");
+    assert_eq!(m.i64("COUNTER"), 10, "{m:?}");
+    assert_eq!(m.i64("CHECKSUM"), 92, "{m:?}");
+    assert_eq!(m.str("header.frame_id"), "can", "{m:?}");
+}
+
+/// The three actuators' safe frames, written when the adapter connects: TORQUE_CMD (6
+/// bytes) and MAX_MOTOR_RPM_CMD (5 bytes) with every signal 0, and the raw 0x300 frame
+/// with no data.
+const SAFE_FRAMES: [&str; 3] = ["t2506000000000000", "t25150000000000", "t3000"];
+
+fn assert_raw(m: &Msg, id: u64, extended: bool, data: &[u8]) {
+    assert_eq!(m.u64("id"), id, "{m:?}");
+    assert_eq!(m.bool("is_extended"), extended, "{m:?}");
+    assert!(!m.bool("is_rtr"), "{m:?}");
+    assert!(!m.bool("is_error"), "{m:?}");
+    assert_eq!(m.u64("dlc"), data.len() as u64, "{m:?}");
+    match m.get("data") {
+        rmpv::Value::Binary(b) => assert_eq!(b.as_slice(), data, "{m:?}"),
+        other => panic!("`data` must be MessagePack bin, not {other}: {m:?}"),
+    }
+}
+
+/// An adapter on a pty and a daemon for `body_robot`, past the setup and the safe frames.
+async fn body_rig(dir: &TempDir) -> (Rig, Adapter) {
+    let dbc = copy_dbc(dir.path(), "comma_body.dbc");
+    let mut a = Adapter::open();
+    let transport = format!(
+        "serial = {{ path = \"{}\", baud = 115200 }}",
+        a.path().display()
+    );
+    let mut rig = Rig::start(&body_robot(&transport, &dbc)).await;
+    // On connect: close, bitrate, open, then every actuator's safe frame.
+    a.expect_setup().await;
+    let mut safe = vec![
+        a.line("a safe frame").await,
+        a.line("a safe frame").await,
+        a.line("a safe frame").await,
+    ];
+    safe.sort();
+    let mut want = SAFE_FRAMES.to_vec();
+    want.sort();
+    assert_eq!(safe, want, "the safe frames written on connect");
+    rig.wait_online().await;
+    a.lines_for(QUIET).await;
+    (rig, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slcan_frames_publish_hand_computed_signals_and_raw_frames_and_garbage_is_counted() {
+    let dir = temp_dir("botbus-can-e2e-");
+    let (mut rig, mut a) = body_rig(&dir).await;
+
+    // Telemetry: hand-computed signal values.
+    a.send(slcan_line(0x201, MOTORS).as_bytes()).await;
+    let m = rig.sample("body/motors", "MOTORS_DATA", |_| true).await;
+    assert_motors(&m);
+    // BODY_DATA: MCU_TEMP byte 0 = 250 × 0.1 = 25.0 °C; BATT_VOLTAGE bytes 1–2 = 0x0A28 =
+    // 2600 × 0.01 = 26.0 V; byte 3 = 0xAF: BATT_PERCENTAGE bits 7..1 = 87,
+    // CHARGER_CONNECTED bit 0 = 1.
+    a.send(b"t2034FA0A28AF\r").await;
+    let m = rig.sample("body/power", "BODY_DATA", |_| true).await;
+    assert!((m.f64("MCU_TEMP") - 25.0).abs() < 1e-9, "{m:?}");
+    assert!((m.f64("BATT_VOLTAGE") - 26.0).abs() < 1e-9, "{m:?}");
+    assert_eq!(m.i64("BATT_PERCENTAGE"), 87, "{m:?}");
+    assert_eq!(m.i64("CHARGER_CONNECTED"), 1, "{m:?}");
+    assert_eq!(m.json().as_object().map(|o| o.len()), Some(5), "{m:?}");
+    // The same frame from an adapter with timestamps on (4 hex digits of milliseconds
+    // after the data), with the percentage changed to 86 (byte 3 = 0xAD).
+    a.send(b"t2034FA0A28AD1A2B\r").await;
+    let m = rig
+        .sample("body/power", "BODY_DATA with a timestamp", |_| true)
+        .await;
+    assert_eq!(m.i64("BATT_PERCENTAGE"), 86, "{m:?}");
+    assert_eq!(m.i64("CHARGER_CONNECTED"), 1, "{m:?}");
+    assert!((m.f64("BATT_VOLTAGE") - 26.0).abs() < 1e-9, "{m:?}");
+
+    // Raw frames: `ids = [0x7AB]` takes only 0x7AB; the stream without ids takes all,
+    // extended identifiers and empty frames included.
+    a.send(b"t7AB3DEADBE\rt1111FF\rT1ABCDEF02CAFE\rt7AB0\r")
+        .await;
+    let m = rig.sample("can/raw", "raw 0x7AB", |_| true).await;
+    assert_raw(&m, 0x7AB, false, &[0xDE, 0xAD, 0xBE]);
+    let m = rig
+        .sample("can/raw", "the second raw 0x7AB", |_| true)
+        .await;
+    assert_raw(&m, 0x7AB, false, &[]);
+    let m = rig
+        .sample("can/all", "0x111 on can/all", |m| m.u64("id") == 0x111)
+        .await;
+    assert_raw(&m, 0x111, false, &[0xFF]);
+    let m = rig
+        .sample("can/all", "the extended frame on can/all", |m| {
+            m.u64("id") == 0x1ABCDEF0
+        })
+        .await;
+    assert_raw(&m, 0x1ABCDEF0, true, &[0xCA, 0xFE]);
+    let m = rig
+        .sample("can/all", "MOTORS_DATA on can/all", |m| {
+            m.u64("id") == 0x201
+        })
+        .await;
+    assert_raw(&m, 0x201, false, MOTORS);
+
+    // Garbage on the line: binary junk, a BEL (the adapter's error reply), a `t` line too
+    // short to hold an identifier, and one with non-hex data. Each is counted; the good
+    // frame after them still decodes.
+    rig.sub.forget_backlog();
+    let before = rig
+        .diag("can", "a diagnostics report", |_| true)
+        .await
+        .diag_device("can")
+        .map(|d| (field_u64(d, "errors"), field_u64(d, "frames")))
+        .expect("the can device");
+    a.send(b"\x00\xff\xfe\x80\x01junk\r\x07t12\rt2018ZZ38012C12340A5C\r")
+        .await;
+    a.send(slcan_line(0x201, MOTORS).as_bytes()).await;
+    let m = rig
+        .sample("body/motors", "MOTORS_DATA after the garbage", |_| true)
+        .await;
+    assert_motors(&m);
+    let d = rig
+        .diag("can", "the garbage counted in diagnostics", |d| {
+            field_u64(d, "errors") >= before.0 + 4 && field_u64(d, "frames") > before.1
+        })
+        .await;
+    let entry = d.diag_device("can").expect("the can device");
+    assert_eq!(
+        field_u64(entry, "errors"),
+        before.0 + 4,
+        "four bad lines, four errors: {d:?}"
+    );
+    assert_eq!(
+        lookup(entry, "connected").and_then(|v| v.as_bool()),
+        Some(true),
+        "garbage does not disconnect the adapter: {d:?}"
+    );
+    let last = lookup(entry, "last_error")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    assert!(!last.is_empty(), "last_error names the bad line: {d:?}");
+    assert!(rig.daemon.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dbc_command_is_written_exactly_its_deadman_sends_the_safe_frame_and_bad_values_write_nothing(
+) {
+    let dir = temp_dir("botbus-can-cmd-");
+    let (mut rig, mut a) = body_rig(&dir).await;
+
+    // A command frame on the wire: TORQUE_L 100 = 0x0064, TORQUE_R -200 = 0xFF38, COUNTER
+    // and CHECKSUM (not mapped) 0.
+    let sent_at = Instant::now();
+    let ack = rig
+        .command(
+            "body/torque",
+            serde_json::json!({"left": 100, "right": -200}),
+        )
+        .await;
+    assert_ok(&ack, "torque 100/-200");
+    assert_eq!(ack["applied"]["left"].as_f64(), Some(100.0), "{ack}");
+    assert_eq!(ack["applied"]["right"].as_f64(), Some(-200.0), "{ack}");
+    assert_eq!(a.line("the torque frame").await, "t25060064FF380000");
+    // The deadman: timeout_ms = 500 after the command, the safe frame, once.
+    assert_eq!(a.line("the deadman's safe frame").await, SAFE_FRAMES[0]);
+    let after = sent_at.elapsed();
+    assert!(
+        after >= Duration::from_millis(490),
+        "the deadman fired {after:?} after the command; timeout_ms is 500"
+    );
+    a.expect_silence(Duration::from_millis(800), "after the deadman's safe frame")
+        .await;
+
+    // Rejections write nothing: outside the robot file's limits, outside the DBC range
+    // (MAX_RPM_L is [0|1000] in the DBC while its 16 bits would hold 1500).
+    let ack = rig
+        .command("body/torque", serde_json::json!({"left": 600, "right": 0}))
+        .await;
+    assert_rejected(&ack, "limits", "torque 600 (limit 500)");
+    let ack = rig
+        .command(
+            "body/torque",
+            serde_json::json!({"left": 0, "right": -500.5}),
+        )
+        .await;
+    assert_rejected(&ack, "limits", "torque right -500.5 (limit -500)");
+    let ack = rig
+        .command(
+            "body/max_rpm",
+            serde_json::json!({"left": 1500, "right": 0}),
+        )
+        .await;
+    assert_rejected(&ack, "DBC range", "MAX_RPM_L 1500 (DBC max 1000)");
+    let ack = rig
+        .command("body/max_rpm", serde_json::json!({"left": 0, "right": -1}))
+        .await;
+    assert_rejected(&ack, "DBC range", "MAX_RPM_R -1 (DBC min 0)");
+    a.expect_silence(QUIET, "after rejected commands").await;
+
+    // An accepted one is written exactly: 800 = 0x0320, 900 = 0x0384, CHECKSUM 0.
+    let ack = rig
+        .command(
+            "body/max_rpm",
+            serde_json::json!({"left": 800, "right": 900}),
+        )
+        .await;
+    assert_ok(&ack, "max rpm 800/900");
+    assert_eq!(a.line("the max rpm frame").await, "t25150320038400");
+    a.expect_silence(QUIET, "after the accepted command (no deadman on max_rpm)")
+        .await;
+    assert!(rig.daemon.is_running());
+}
+
+/// A `can_msgs/Frame` command. Its `id` is the CAN identifier, so the ack echoes that.
+fn raw_frame(id: u64, data: rmpv::Value, dlc: u64) -> rmpv::Value {
+    rmpv::Value::Map(vec![
+        (rmpv::Value::from("id"), rmpv::Value::from(id)),
+        (rmpv::Value::from("dlc"), rmpv::Value::from(dlc)),
+        (rmpv::Value::from("data"), data),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_frame_command_is_written_only_for_an_allowed_id() {
+    let dir = temp_dir("botbus-can-raw-");
+    let (mut rig, mut a) = body_rig(&dir).await;
+
+    let ack = rig
+        .command_value(
+            "can/raw",
+            raw_frame(0x300, rmpv::Value::Binary(vec![0xAB, 0xCD]), 2),
+        )
+        .await;
+    assert_ok(&ack, "raw frame 0x300 with bin data");
+    assert_eq!(a.line("the raw frame").await, "t3002ABCD");
+    let ack = rig
+        .command_value(
+            "can/raw",
+            raw_frame(0x300, rmpv::Value::Array(vec![rmpv::Value::from(0x12)]), 1),
+        )
+        .await;
+    assert_ok(&ack, "raw frame 0x300 with data as a list of ints");
+    assert_eq!(a.line("the raw frame").await, "t300112");
+
+    let ack = rig
+        .command_value("can/raw", raw_frame(0x301, rmpv::Value::Binary(vec![1]), 1))
+        .await;
+    assert_rejected(&ack, "0x301", "raw frame 0x301 (allowed: 0x300)");
+    a.expect_silence(QUIET, "after a raw frame with an id outside the allowlist")
+        .await;
+    assert!(rig.daemon.is_running());
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. botbus sim
+
+/// Lines a child process printed.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(out: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                l.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits for a line from index `from` on that satisfies `pred`; returns its index.
+    async fn wait(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool) -> usize {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(i) = self.0.lock().unwrap()[from..].iter().position(|l| pred(l)) {
+                return from + i;
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "waited {DEADLINE:?} for {what}; printed so far:\n  {}",
+                    self.all().join("\n  ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `botbus sim --robot <file>`, its stdout followed; SIGTERM (then SIGKILL) on drop.
+struct Sim {
+    child: Child,
+    lines: Lines,
+    log: PathBuf,
+}
+
+impl Sim {
+    fn start(robot: &Path, log: PathBuf) -> Sim {
+        let mut child = Command::new(botbus_bin())
+            .arg("sim")
+            .arg("--robot")
+            .arg(robot)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("sim log"))
+            .spawn()
+            .expect("run botbus sim");
+        let lines = Lines::follow(child.stdout.take().expect("stdout"));
+        Sim { child, lines, log }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- botbus sim stdout -----\n{}\n----- botbus sim stderr -----\n{}",
+                self.lines.all().join("\n"),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let end = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `[[devices]]` table of robots/demo.toml whose name is `name`, as shipped.
+fn demo_device(name: &str) -> String {
+    let demo =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/demo.toml"))
+            .expect("read robots/demo.toml");
+    demo.split("[[devices]]\n")
+        .skip(1)
+        .find(|d| d.contains(&format!("name = \"{name}\"")))
+        .map(|d| format!("[[devices]]\n{d}"))
+        .unwrap_or_else(|| panic!("robots/demo.toml has no device `{name}`"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn botbus_sim_plays_the_demo_can_adapter_and_receives_a_torque_command() {
+    // robots/demo.toml's CAN device as shipped, with its path moved into a temp folder and
+    // its DBC file beside the robot file.
+    let dir = temp_dir("botbus-can-sim-");
+    let body = demo_device("body");
+    assert!(body.contains("protocol = \"slcan\""), "{body}");
+    assert!(body.contains("dbc = \"comma_body.dbc\""), "{body}");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/comma_body.dbc"),
+        dir.path().join("comma_body.dbc"),
+    )
+    .expect("copy robots/comma_body.dbc");
+    let toml = format!(
+        "id = \"@ID@\"\n\n{}",
+        body.replace("/tmp/botbus-demo", &dir.path().display().to_string())
+    );
+    // The simulator does not care about the robot id; the daemon's is made unique.
+    let robot = write_file(dir.path(), "robot.toml", &toml.replace("@ID@", "can-sim"));
+    let sim = Sim::start(&robot, dir.path().join("sim.log"));
+    let link = dir.path().join("can").display().to_string();
+    sim.lines
+        .wait(0, "the simulated adapter linked to its path", |l| {
+            l.starts_with("body (slcan): ") && l.ends_with(&format!(" <- {link}"))
+        })
+        .await;
+
+    // The daemon reads the same file; its copy lives elsewhere, so the DBC path is absolute.
+    let daemon_toml = toml.replace(
+        "dbc = \"comma_body.dbc\"",
+        &format!("dbc = \"{}\"", dir.path().join("comma_body.dbc").display()),
+    );
+    let mut rig = Rig::start(&daemon_toml).await;
+    let m = rig
+        .sample("body/motors", "MOTORS_DATA from the simulator", |_| true)
+        .await;
+    for s in ["SPEED_L", "SPEED_R", "COUNTER", "CHECKSUM"] {
+        assert!(m.opt(s).and_then(|v| v.as_f64()).is_some(), "{s}: {m:?}");
+    }
+    assert!((-1000.0..=1000.0).contains(&m.f64("SPEED_L")), "{m:?}");
+    let m = rig
+        .sample("body/power", "BODY_DATA from the simulator", |_| true)
+        .await;
+    assert!((0.0..=60.0).contains(&m.f64("BATT_VOLTAGE")), "{m:?}");
+    assert!((0.0..=100.0).contains(&m.f64("BATT_PERCENTAGE")), "{m:?}");
+    rig.wait_online().await;
+
+    let from = sim.lines.all().len();
+    let ack = rig
+        .command(
+            "body/torque",
+            serde_json::json!({"left": 123, "right": -45}),
+        )
+        .await;
+    assert_ok(&ack, "torque 123/-45");
+    // 123 = 0x007B, -45 = 0xFFD3.
+    let i = sim
+        .lines
+        .wait(from, "the simulator to receive the torque frame", |l| {
+            l == "body received: frame 0x250 [007bffd30000] TORQUE_CMD TORQUE_L=123 TORQUE_R=-45 COUNTER=0 CHECKSUM=0"
+        })
+        .await;
+    // The demo's deadman (500 ms) sends the safe torque afterwards.
+    sim.lines
+        .wait(i + 1, "the deadman's safe torque at the simulator", |l| {
+            l.starts_with(
+                "body received: frame 0x250 [000000000000] TORQUE_CMD TORQUE_L=0 TORQUE_R=0",
+            )
+        })
+        .await;
+    assert!(rig.daemon.is_running());
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. SocketCAN on vcan0
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketcan_on_vcan0_streams_signals_and_writes_command_frames_with_the_same_robot_file() {
+    if !Path::new("/sys/class/net/vcan0").exists() {
+        loud("\n**********************************************************************\n\
+             SKIPPED socketcan_on_vcan0_streams_signals_and_writes_command_frames_with_the_same_robot_file:\n\
+             SKIPPED: no vcan0 interface (see scripts/setup-vcan)\n\
+             **********************************************************************\n");
+        return;
+    }
+    use socketcan::{CanFrame, CanSocket, EmbeddedFrame, Frame, Socket, StandardId};
+    let dir = temp_dir("botbus-can-vcan-");
+    let dbc = copy_dbc(dir.path(), "comma_body.dbc");
+    let mut rig = Rig::start(&body_robot("interface = \"vcan0\"", &dbc)).await;
+    rig.wait_online().await;
+    rig.diag("can", "the vcan0 device connected", |d| {
+        lookup(d, "connected").and_then(|v| v.as_bool()) == Some(true)
+    })
+    .await;
+
+    // A listener on the bus sees what the daemon writes (vcan echoes to other sockets).
+    let listener = tokio::task::spawn_blocking(|| {
+        let sock = CanSocket::open("vcan0").expect("open vcan0");
+        let end = std::time::Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < end {
+            if let Ok(f) = sock.read_frame_timeout(Duration::from_millis(200)) {
+                let (id, data) = (f.raw_id(), f.data().to_vec());
+                seen.push(format!("{id:03X}#{}", hex_upper(&data)));
+                if id == 0x250 && data == [0x00, 0x64, 0xFF, 0x38, 0x00, 0x00] {
+                    return Ok(seen);
+                }
+            }
+        }
+        Err(seen)
+    });
+
+    // Telemetry: the same hand-encoded MOTORS_DATA, written by another socket.
+    tokio::task::spawn_blocking(|| {
+        let sock = CanSocket::open("vcan0").expect("open vcan0");
+        let frame = CanFrame::new(StandardId::new(0x201).expect("id"), MOTORS).expect("frame");
+        sock.write_frame(&frame).expect("write to vcan0");
+        let raw =
+            CanFrame::new(StandardId::new(0x7AB).expect("id"), &[0xDE, 0xAD, 0xBE]).expect("frame");
+        sock.write_frame(&raw).expect("write to vcan0");
+    })
+    .await
+    .expect("writer");
+    let m = rig
+        .sample("body/motors", "MOTORS_DATA from vcan0", |_| true)
+        .await;
+    assert_motors(&m);
+    let m = rig
+        .sample("can/raw", "raw 0x7AB from vcan0", |_| true)
+        .await;
+    assert_raw(&m, 0x7AB, false, &[0xDE, 0xAD, 0xBE]);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ack = rig
+        .command(
+            "body/torque",
+            serde_json::json!({"left": 100, "right": -200}),
+        )
+        .await;
+    assert_ok(&ack, "torque 100/-200 on vcan0");
+    match listener.await.expect("listener") {
+        Ok(_) => {}
+        Err(seen) => panic!("no TORQUE_CMD 0064FF380000 on vcan0; saw {seen:?}"),
+    }
+    assert!(rig.daemon.is_running());
+}

@@ -450,6 +450,11 @@ async fn run_command(cli: Cli) -> Result<()> {
                 idle_timeout_s,
             } => {
                 let opts = tool_options(&conn)?;
+                if !botbus::fleet::client::valid_filter(&filter) {
+                    return Err(usage(format!(
+                        "`{filter}` is not a valid MQTT topic filter (`+` and `#` fill a whole level; `#` only last)"
+                    )));
+                }
                 let eo = botbus::fleet::echo::EchoOptions {
                     count,
                     raw,

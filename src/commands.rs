@@ -5,7 +5,7 @@
 
 use crate::bus::{BusHandle, Incoming, LinkState, Outgoing, QoS};
 use crate::config::{CommandRender, Robot};
-use crate::device::{DeviceWrite, WriteRequest};
+use crate::device::{DeviceWrite, WriteRequest, WriteSender};
 use crate::messages::{Message, Time};
 use crate::meta::Topics;
 use crate::safety::{decode_command, nest, Actuator, Verdict};
@@ -21,7 +21,7 @@ struct Route {
     act: Actuator,
     device: usize,
     device_name: String,
-    writer: mpsc::Sender<WriteRequest>,
+    writer: WriteSender,
     /// Broker-loss safe write already done for the current outage.
     safed_for_outage: bool,
 }
@@ -40,7 +40,7 @@ pub struct CommandRouter {
 /// A device writer and its link state, by device index.
 pub struct DeviceLink {
     pub name: String,
-    pub writer: mpsc::Sender<WriteRequest>,
+    pub writer: WriteSender,
     pub link: watch::Receiver<bool>,
 }
 
@@ -209,7 +209,6 @@ impl CommandRouter {
     /// Writes the safe values of one route; the returned receiver answers when written.
     fn write_safe(&mut self, i: usize, why: &str) -> Option<oneshot::Receiver<Result<(), String>>> {
         let route = &mut self.routes[i];
-        route.act.disarm();
         let msg = route.act.safe_message();
         let write = match render(route, &msg) {
             Ok(w) => w,
@@ -223,8 +222,11 @@ impl CommandRouter {
             write,
             done: Some(done),
         };
-        match route.writer.try_send(req) {
+        match route.writer.safe.try_send(req) {
             Ok(()) => {
+                // Disarmed only once the safe write is queued: a deadman that could not
+                // queue it stays due and tries again.
+                route.act.disarm();
                 tracing::info!(actuator = %route.act.spec.actuator, device = %route.device_name, "safe values written ({why})");
                 Some(rx)
             }
@@ -310,6 +312,27 @@ impl CommandRouter {
             return;
         };
         let actuator = actuator.to_string();
+        if let Some(size) = msg.oversized {
+            self.ack(
+                &actuator,
+                rmpv::Value::Nil,
+                Err(format!(
+                    "message of {size} bytes exceeds the limit of {} bytes",
+                    self.max_payload
+                )),
+            );
+            return;
+        }
+        if msg.retain {
+            // A retained command would be replayed on every reconnect (and every restart).
+            let id = salvage_id(&msg.payload, self.max_payload);
+            self.ack(
+                &actuator,
+                id,
+                Err("retained commands are refused: they would replay on every reconnect".into()),
+            );
+            return;
+        }
         if actuator == "estop" {
             self.on_estop(&msg.payload);
             return;
@@ -356,6 +379,7 @@ impl CommandRouter {
         let (done, rx) = oneshot::channel();
         if self.routes[i]
             .writer
+            .commands
             .try_send(WriteRequest {
                 write,
                 done: Some(done),
@@ -376,7 +400,9 @@ impl CommandRouter {
         let id = decoded.id;
         let applied = nest(&applied);
         tokio::spawn(async move {
-            let result = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 2, rx).await {
+            // Dropping `rx` on timeout tells the driver to skip the write, so an ack that
+            // says "not written" stays true.
+            let result = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 3, rx).await {
                 Ok(Ok(Ok(()))) => Ok(applied),
                 Ok(Ok(Err(e))) => Err(e),
                 _ => Err("device did not confirm the write".to_string()),

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -106,7 +106,7 @@ pub async fn start(
     let mut diags = Vec::new();
     let mut devices = Vec::new();
     for device in &robot.devices {
-        let (wtx, wrx) = mpsc::channel(64);
+        let (wtx, wrx) = crate::device::write_channel();
         let (link_tx, link_rx) = watch::channel(false);
         let streams: Vec<StreamPublisher> = device
             .streams

@@ -73,7 +73,7 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
         /// How long to listen, in seconds.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, value_parser = seconds)]
         wait_s: f64,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -102,7 +102,7 @@ enum TopicCommand {
         #[arg(long)]
         field: Option<String>,
         /// Exit after this many seconds without a message.
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         idle_timeout_s: Option<f64>,
     },
     /// Robots and topics seen (retained status and catalog, and live traffic).
@@ -110,7 +110,7 @@ enum TopicCommand {
         #[command(flatten)]
         conn: ConnArgs,
         /// How long to listen for traffic, in seconds.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = seconds)]
         wait_s: f64,
         /// Print JSON instead of tables.
         #[arg(long)]
@@ -125,7 +125,7 @@ enum TopicCommand {
         #[arg(long, default_value_t = 10_000)]
         window: usize,
         /// Stop after this many seconds.
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         seconds: Option<f64>,
     },
     /// Encode JSON as MessagePack and publish it.
@@ -139,6 +139,18 @@ enum TopicCommand {
         #[arg(long)]
         retain: bool,
     },
+}
+
+/// A number of seconds for a flag: finite, not negative, at most a day.
+fn seconds(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if v.is_finite() && (0.0..=86_400.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{text} is not between 0 and 86400 seconds"))
+    }
 }
 
 /// Broker options shared by the fleet tools; defaults come from the config file.

@@ -100,6 +100,7 @@ pub struct Spool {
     total_bytes: u64,
     last_fsync: Instant,
     dirty_since_fsync: bool,
+    unreadable: u64,
 }
 
 fn encode(m: &Outgoing, out: &mut Vec<u8>) {
@@ -247,6 +248,7 @@ impl Spool {
             total_bytes,
             last_fsync: Instant::now(),
             dirty_since_fsync: false,
+            unreadable: 0,
         };
         recovery.segments = spool.segments.len();
         recovery.pending = spool.len();
@@ -412,11 +414,29 @@ impl Spool {
             if id < self.head || self.acked.contains(&id) {
                 continue;
             }
-            if let Some(m) = self.load(id)? {
-                return Ok(Some(m));
+            match self.load(id) {
+                Ok(Some(m)) => return Ok(Some(m)),
+                // A record lost to corruption (or a gap left by recovery) can never be
+                // sent: count it as dropped and let the head move past it, or the spool
+                // would never empty.
+                Ok(None) => self.lost(id),
+                Err(e) => {
+                    self.lost(id);
+                    return Err(e);
+                }
             }
         }
         Ok(None)
+    }
+
+    fn lost(&mut self, id: u64) {
+        self.unreadable += 1;
+        self.ack(id);
+    }
+
+    /// Records found unreadable since the last call, to be counted as dropped.
+    pub fn take_unreadable(&mut self) -> u64 {
+        std::mem::take(&mut self.unreadable)
     }
 
     /// Whether [`Spool::next_to_send`] has more.
@@ -598,6 +618,43 @@ mod tests {
         assert_eq!(drain(&mut s), Vec::<u32>::new());
         s.append(&msg(7)).unwrap();
         assert_eq!(drain(&mut s), vec![7]);
+    }
+
+    #[test]
+    fn a_corrupt_record_mid_spool_is_counted_and_does_not_stop_the_spool_emptying() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Small segments, so there are several.
+            let (mut s, _) = Spool::open(dir.path(), 128 * 1024, true).unwrap();
+            for i in 0..3000 {
+                s.append(&msg(i)).unwrap();
+            }
+            s.flush(true).unwrap();
+        }
+        let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segs.sort();
+        assert!(segs.len() >= 3, "{segs:?}");
+        let mut data = std::fs::read(&segs[0]).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+        std::fs::write(&segs[0], &data).unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 128 * 1024, true).unwrap();
+        let sent = drain(&mut s);
+        let lost = s.take_unreadable();
+        assert!(lost > 0);
+        assert_eq!(
+            sent.len() as u64 + lost,
+            3000,
+            "every record is sent or counted"
+        );
+        for m in 0..s.next_id {
+            s.ack(m);
+        }
+        assert_eq!(s.len(), 0, "the spool empties");
     }
 
     #[test]

@@ -925,3 +925,89 @@ async fn botbus_cmd_exits_3_when_no_daemon_answers_within_the_timeout() {
     assert_eq!(code, Some(3), "stdout {out:?}, stderr {err:?}");
     assert!(err.contains("no ack"), "stderr {err:?}");
 }
+
+#[tokio::test]
+async fn an_oversized_retained_command_is_refused_without_dropping_the_broker_connection() {
+    let mut rig = Rig::start("reject", 500).await;
+    // 70 kB: above the default mqtt.max_payload_bytes of 64 KiB. Retained, so a daemon
+    // that dropped the connection over it would get it again at every reconnect.
+    let big = serde_json::json!({"id": 77, "linear": {"x": 0.1}, "pad": "a".repeat(70_000)});
+    let topic = rig.topic("cmd", "drive");
+    let out = std::process::Command::new(botbus_bin())
+        .args([
+            "topic",
+            "pub",
+            &topic,
+            &big.to_string(),
+            "--retain",
+            "--url",
+        ])
+        .arg(rig.broker.url())
+        .output()
+        .expect("run botbus topic pub");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ack = rig.ack("drive").await.json();
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert!(
+        ack["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exceeds the limit"),
+        "{ack}"
+    );
+    rig.dev
+        .expect_silence(QUIET, "after an oversized command")
+        .await;
+    // The connection survived: a valid command still goes through, and the daemon
+    // connected to the broker exactly once.
+    let ack = rig
+        .command(
+            "drive",
+            msgpack(serde_json::json!({"id": 78, "linear": {"x": 0.2}})),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    rig.dev.expect_line("D 0.200 0.000").await;
+    let log = rig.daemon.log();
+    assert_eq!(log.matches("connected to broker").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_retained_command_is_not_replayed_when_the_daemon_comes_back() {
+    let mut rig = Rig::start("reject", 500).await;
+    let topic = rig.topic("cmd", "drive");
+    let out = std::process::Command::new(botbus_bin())
+        .args([
+            "topic",
+            "pub",
+            &topic,
+            r#"{"id": 91, "linear": {"x": 0.9}}"#,
+            "--retain",
+            "--url",
+        ])
+        .arg(rig.broker.url())
+        .output()
+        .expect("run botbus topic pub");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Live, it is an ordinary command (the broker clears the retain flag for subscribers
+    // already there).
+    let ack = rig.ack("drive").await.json();
+    assert_eq!(ack["ok"], true, "{ack}");
+    rig.dev.expect_line("D 0.900 0.000").await;
+    rig.dev.expect_line(SAFE).await; // deadman
+                                     // After a restart the broker replays it as retained: refused, nothing written.
+    rig.restart_daemon().await;
+    let ack = rig.ack("drive").await.json();
+    assert_rejected(&ack, serde_json::json!(91), "retained");
+    rig.dev
+        .expect_silence(QUIET, "after the replayed retained command")
+        .await;
+}

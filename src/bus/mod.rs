@@ -107,6 +107,9 @@ pub struct Incoming {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// Set (to its size) when the message was larger than `max_incoming`: it was
+    /// acknowledged and skipped, and `payload` is empty.
+    pub oversized: Option<usize>,
 }
 
 pub fn qos_from_u8(q: u8) -> QoS {

@@ -102,6 +102,14 @@ impl Outbox {
         }
     }
 
+    /// Messages lost since the last call because the spool could not read them back.
+    pub fn take_unreadable(&mut self) -> u64 {
+        match self {
+            Outbox::Memory(_) => 0,
+            Outbox::Disk(s) => s.take_unreadable(),
+        }
+    }
+
     /// The broker acknowledged `m`.
     pub fn delivered(&mut self, m: &Outgoing) {
         if let (Outbox::Disk(s), Some(id)) = (self, m.spool_id) {

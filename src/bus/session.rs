@@ -120,6 +120,19 @@ impl Session {
         })
     }
 
+    /// The reply owed for a publish we refused unread (too large): PUBACK or PUBREC, as
+    /// for any other, so the broker does not send it again.
+    pub fn refused_publish(&mut self, qos: QoS, pkid: u16) -> Option<Packet> {
+        match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(pkid))),
+            QoS::ExactlyOnce => {
+                self.incoming_qos2.insert(pkid);
+                Some(Packet::PubRec(PubRec::new(pkid)))
+            }
+        }
+    }
+
     pub fn on_packet(&mut self, packet: Packet) -> Result<Reaction, SessionError> {
         let mut r = Reaction::default();
         match packet {

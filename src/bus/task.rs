@@ -21,8 +21,84 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WBUF_HIGH: usize = 256 * 1024;
 /// Commands taken from the queue per wake-up, so many publishes share one write.
 const DRAIN_BATCH: usize = 512;
+/// A connection that lasted this long resets the reconnect backoff.
+const STABLE: Duration = Duration::from_secs(10);
 /// Group commit: spool appends are written at most this long after they were made.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
+
+enum Oversized {
+    No,
+    /// A packet too large is starting, but its topic is not in yet.
+    NeedMore,
+    Yes {
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+        /// The whole packet's length on the wire.
+        len: usize,
+    },
+}
+
+/// Whether `rbuf` starts with a PUBLISH larger than `max`, and if so its topic and
+/// packet id (read without buffering the payload).
+fn oversized_publish(rbuf: &BytesMut, max: usize) -> Oversized {
+    let Some(&byte1) = rbuf.first() else {
+        return Oversized::No;
+    };
+    if byte1 >> 4 != 3 {
+        return Oversized::No;
+    }
+    // The remaining length: 1 to 4 bytes of 7 bits each, least significant first.
+    let mut remaining = 0usize;
+    let mut varint = 0;
+    loop {
+        let Some(&b) = rbuf.get(1 + varint) else {
+            return Oversized::NeedMore;
+        };
+        remaining |= ((b & 0x7F) as usize) << (7 * varint);
+        varint += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if varint == 4 {
+            // Malformed; let the packet reader report it.
+            return Oversized::No;
+        }
+    }
+    let start = 1 + varint;
+    let len = start + remaining;
+    if len <= max {
+        return Oversized::No;
+    }
+    let qos = match (byte1 >> 1) & 3 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let need_topic = start + 2;
+    if rbuf.len() < need_topic {
+        return Oversized::NeedMore;
+    }
+    let tlen = u16::from_be_bytes([rbuf[start], rbuf[start + 1]]) as usize;
+    let end = need_topic + tlen + if qos == QoS::AtMostOnce { 0 } else { 2 };
+    if rbuf.len() < end {
+        return Oversized::NeedMore;
+    }
+    let topic = String::from_utf8_lossy(&rbuf[need_topic..need_topic + tlen]).into_owned();
+    let pkid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        u16::from_be_bytes([rbuf[end - 2], rbuf[end - 1]])
+    };
+    Oversized::Yes {
+        topic,
+        qos,
+        retain: byte1 & 1 == 1,
+        pkid,
+        len,
+    }
+}
 
 struct Ctx {
     cfg: BusConfig,
@@ -90,7 +166,7 @@ pub(super) async fn run(
                 }
             }
             Ok(link) => {
-                backoff.reset();
+                let connected_at = Instant::now();
                 if ever_connected {
                     ctx.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -104,6 +180,17 @@ pub(super) async fn run(
                 match ended {
                     Ended::Lost(reason) => {
                         tracing::warn!(broker = %url, "broker connection lost: {reason}");
+                        // A connection that dies at once (a broker that keeps sending
+                        // what kills it) must not turn into a reconnect storm: back off
+                        // unless it had been stable.
+                        if connected_at.elapsed() >= STABLE {
+                            backoff.reset();
+                        } else {
+                            let wake = Instant::now() + backoff.next_delay();
+                            if ctx.offline_until(sleep_until(wake)).await.is_none() {
+                                return;
+                            }
+                        }
                     }
                     Ended::Shutdown | Ended::HandlesGone => return ctx.close(),
                 }
@@ -150,7 +237,15 @@ impl Ctx {
         self.outbox.flush(true);
     }
 
-    fn publish_gauge(&self) {
+    fn publish_gauge(&mut self) {
+        let lost = self.outbox.take_unreadable();
+        if lost > 0 {
+            tracing::warn!(
+                messages = lost,
+                "spool records could not be read back; counted as dropped"
+            );
+            self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+        }
         self.stats
             .spooled
             .store(self.outbox.pending(), Ordering::Relaxed);
@@ -202,6 +297,8 @@ impl Ctx {
         // would otherwise hold the spool forever).
         let watchdog = (ka * 3).max(Duration::from_secs(10));
         let mut progress = Instant::now();
+        // Bytes of an oversized packet still to skip.
+        let mut discard = 0usize;
 
         if let Some(sub) = session.subscribe(&self.cfg.subscriptions) {
             Self::write_packet(&mut wbuf, Packet::Subscribe(sub));
@@ -261,7 +358,7 @@ impl Ctx {
                     Ok(0) => break Ended::Lost("the broker closed the connection".into()),
                     Err(e) => break Ended::Lost(format!("read: {e}")),
                     Ok(_) => {
-                        if let Err(reason) = self.on_bytes(&mut rbuf, &mut session, &mut wbuf, &mut pong_deadline, &mut progress) {
+                        if let Err(reason) = self.on_bytes(&mut rbuf, &mut session, &mut wbuf, &mut pong_deadline, &mut progress, &mut discard) {
                             break Ended::Lost(reason);
                         }
                     }
@@ -361,8 +458,50 @@ impl Ctx {
         wbuf: &mut BytesMut,
         pong_deadline: &mut Option<Instant>,
         progress: &mut Instant,
+        discard: &mut usize,
     ) -> Result<(), String> {
         loop {
+            if *discard > 0 {
+                let n = (*discard).min(rbuf.len());
+                rbuf.advance(n);
+                *discard -= n;
+                if *discard > 0 {
+                    return Ok(());
+                }
+            }
+            match oversized_publish(rbuf, self.cfg.max_incoming) {
+                Oversized::No => {}
+                Oversized::NeedMore => return Ok(()),
+                Oversized::Yes {
+                    topic,
+                    qos,
+                    retain,
+                    pkid,
+                    len,
+                } => {
+                    // Too big to take, but not a reason to drop the connection (the broker
+                    // would send it again at once): acknowledge it, skip its bytes, and
+                    // let the consumer say why it was refused.
+                    if let Some(reply) = session.refused_publish(qos, pkid) {
+                        Self::write_packet(wbuf, reply);
+                    }
+                    let n = len.min(rbuf.len());
+                    rbuf.advance(n);
+                    *discard = len - n;
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    let msg = Incoming {
+                        topic,
+                        payload: bytes::Bytes::new(),
+                        qos,
+                        retain,
+                        oversized: Some(len),
+                    };
+                    if self.incoming.try_send(msg).is_err() {
+                        self.stats.dropped_incoming.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+            }
             let packet = match Packet::read(rbuf, self.cfg.max_incoming) {
                 Ok(p) => p,
                 Err(rumqttc::Error::InsufficientBytes(_)) => return Ok(()),
@@ -390,6 +529,7 @@ impl Ctx {
                     payload: p.payload,
                     qos: p.qos,
                     retain: p.retain,
+                    oversized: None,
                 };
                 if self.incoming.try_send(msg).is_err() {
                     // Logged on the first drop of a burst only: a flood must not become a
@@ -404,5 +544,47 @@ impl Ctx {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_publish_is_recognised_from_its_first_bytes() {
+        let p = rumqttc::Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "robot/r1/cmd/drive".into(),
+            pkid: 42,
+            payload: bytes::Bytes::from(vec![b'a'; 70_000]),
+        };
+        let mut buf = BytesMut::new();
+        Packet::Publish(p).write(&mut buf, usize::MAX).unwrap();
+        let total = buf.len();
+        // Only the first 100 bytes have arrived.
+        let head = BytesMut::from(&buf[..100]);
+        match oversized_publish(&head, 65_536) {
+            Oversized::Yes {
+                topic,
+                qos,
+                retain,
+                pkid,
+                len,
+            } => {
+                assert_eq!(
+                    (topic.as_str(), qos, retain, pkid, len),
+                    ("robot/r1/cmd/drive", QoS::AtLeastOnce, true, 42, total)
+                );
+            }
+            _ => panic!("not recognised"),
+        }
+        assert!(matches!(
+            oversized_publish(&BytesMut::from(&buf[..3]), 65_536),
+            Oversized::NeedMore
+        ));
+        assert!(matches!(oversized_publish(&buf, 1 << 20), Oversized::No));
     }
 }

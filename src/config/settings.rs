@@ -217,8 +217,11 @@ impl Settings {
                 "mqtt.cert_file and mqtt.key_file: client authentication needs both".into(),
             );
         }
-        if self.diagnostics.period_s.is_nan() || self.diagnostics.period_s <= 0.0 {
-            return Err("diagnostics.period_s: must be greater than 0".into());
+        let p = self.diagnostics.period_s;
+        if !(0.01..=86_400.0).contains(&p) {
+            return Err(format!(
+                "diagnostics.period_s: must be between 0.01 and 86400 seconds, not {p}"
+            ));
         }
         if self
             .log
@@ -329,6 +332,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mqtt.url"), "{e}");
+    }
+
+    #[test]
+    fn diagnostics_periods_outside_the_sane_range_are_refused() {
+        for bad in ["inf", "1e-10", "0", "-1", "NaN"] {
+            let e = Settings::load_with_env(None, env(&[("BOTBUS_DIAGNOSTICS__PERIOD_S", bad)]))
+                .unwrap_err();
+            assert!(e.to_string().contains("diagnostics.period_s"), "{bad}: {e}");
+        }
     }
 
     #[test]

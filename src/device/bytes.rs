@@ -2,7 +2,7 @@
 //! (retrying with backoff while it is missing), read in chunks into the protocol core,
 //! publish the samples, and write the lines that commands render.
 
-use super::{refuse, WriteRequest};
+use super::refuse;
 use crate::backoff::Backoff;
 use crate::bus::BusHandle;
 use crate::config::{Device, ProtocolSpec};
@@ -17,7 +17,7 @@ use crate::transport::{self, BoxedStream};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ pub struct DeviceTask {
     pub streams: Vec<StreamPublisher>,
     pub diag: Arc<DeviceDiag>,
     pub bus: BusHandle,
-    pub writes: mpsc::Receiver<WriteRequest>,
+    pub writes: super::Writes,
     /// Whether the device is open, for the safety layer.
     pub link: watch::Sender<bool>,
 }
@@ -137,7 +137,7 @@ impl DeviceTask {
                 _ = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {
                     return Ended::Lost(format!("no data for {} ms", idle.unwrap_or_default().as_millis()));
                 }
-                req = self.writes.recv() => {
+                req = self.writes.next() => {
                     let Some(req) = req else { return Ended::Shutdown };
                     let bytes = match self.decoder.encode_write(&req.write) {
                         Ok(b) => b,

@@ -6,7 +6,7 @@ pub mod modbus;
 pub mod socketcan;
 
 pub use crate::protocols::DeviceWrite;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// A write, with an answer once it is done (or could not be).
 pub struct WriteRequest {
@@ -14,18 +14,96 @@ pub struct WriteRequest {
     pub done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// The command path's side of a device's writes: safe values have their own channel, so
+/// a queue full of commands can never hold them back.
+#[derive(Clone)]
+pub struct WriteSender {
+    pub safe: mpsc::Sender<WriteRequest>,
+    pub commands: mpsc::Sender<WriteRequest>,
+}
+
+/// The driver's side of a device's writes.
+pub struct Writes {
+    safe: mpsc::Receiver<WriteRequest>,
+    commands: mpsc::Receiver<WriteRequest>,
+}
+
+/// Commands a device may have queued; the queue is short so a stalled device is noticed.
+pub const COMMAND_QUEUE: usize = 64;
+
+pub fn write_channel() -> (WriteSender, Writes) {
+    let (safe_tx, safe_rx) = mpsc::channel(16);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    (
+        WriteSender {
+            safe: safe_tx,
+            commands: cmd_tx,
+        },
+        Writes {
+            safe: safe_rx,
+            commands: cmd_rx,
+        },
+    )
+}
+
+impl Writes {
+    /// The next write to carry out. Safe values come first, and taking one refuses every
+    /// command queued before it: the safe state supersedes them. Commands whose sender
+    /// stopped waiting (its ack timed out) are dropped unwritten, so a late write never
+    /// contradicts an ack that said it failed. `None` when the command path is gone.
+    pub async fn next(&mut self) -> Option<WriteRequest> {
+        loop {
+            let req = tokio::select! {
+                biased;
+                r = self.safe.recv() => {
+                    let r = r?;
+                    while let Ok(stale) = self.commands.try_recv() {
+                        refuse(stale, "superseded by the safe state");
+                    }
+                    return Some(r);
+                }
+                r = self.commands.recv() => r?,
+            };
+            if req.done.as_ref().is_some_and(|d| d.is_closed()) {
+                continue;
+            }
+            return Some(req);
+        }
+    }
+
+    /// Refuses everything queued, e.g. while the device is away.
+    fn refuse_all(&mut self, why: &str) -> bool {
+        let mut open = true;
+        loop {
+            match self.safe.try_recv() {
+                Ok(r) => refuse(r, why),
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                Err(_) => {}
+            }
+            match self.commands.try_recv() {
+                Ok(r) => refuse(r, why),
+                Err(mpsc::error::TryRecvError::Empty) => return open,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+}
+
 /// Sleeps until `wake` while the device is away, refusing its writes meanwhile. False when
 /// the daemon is stopping (or the command path is gone): the driver ends.
 pub(crate) async fn wait_to_retry(
     wake: tokio::time::Instant,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    writes: &mut tokio::sync::mpsc::Receiver<WriteRequest>,
+    writes: &mut Writes,
 ) -> bool {
     loop {
+        if !writes.refuse_all("device is disconnected") {
+            return false;
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => return true,
             _ = shutdown.changed() => return false,
-            req = writes.recv() => match req {
+            req = writes.next() => match req {
                 Some(req) => refuse(req, "device is disconnected"),
                 None => return false,
             },
@@ -59,5 +137,59 @@ pub(crate) fn dispatch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(line: &str) -> (WriteRequest, oneshot::Receiver<Result<(), String>>) {
+        let (done, rx) = oneshot::channel();
+        (
+            WriteRequest {
+                write: DeviceWrite::Line(line.as_bytes().to_vec()),
+                done: Some(done),
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_safe_write_goes_first_even_behind_a_full_command_queue() {
+        let (tx, mut writes) = write_channel();
+        let mut answers = Vec::new();
+        for i in 0..COMMAND_QUEUE {
+            let (r, rx) = req(&format!("D {i}"));
+            tx.commands.try_send(r).unwrap();
+            answers.push(rx);
+        }
+        let (extra, _) = req("D late");
+        assert!(
+            tx.commands.try_send(extra).is_err(),
+            "the command queue is full"
+        );
+        let (safe, _safe_rx) = req("D 0");
+        tx.safe.try_send(safe).unwrap();
+        let first = writes.next().await.unwrap();
+        assert_eq!(first.write, DeviceWrite::Line(b"D 0".to_vec()));
+        for rx in answers {
+            assert_eq!(
+                rx.await.unwrap(),
+                Err("superseded by the safe state".to_string())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_whose_ack_gave_up_is_not_written() {
+        let (tx, mut writes) = write_channel();
+        let (abandoned, rx) = req("D 1");
+        drop(rx);
+        tx.commands.try_send(abandoned).unwrap();
+        let (kept, _rx2) = req("D 2");
+        tx.commands.try_send(kept).unwrap();
+        let next = writes.next().await.unwrap();
+        assert_eq!(next.write, DeviceWrite::Line(b"D 2".to_vec()));
     }
 }

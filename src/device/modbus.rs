@@ -18,7 +18,7 @@ use crate::transport;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
@@ -78,7 +78,7 @@ pub struct ModbusTask {
     diag: Arc<DeviceDiag>,
     units: BTreeMap<u8, Unit>,
     bus: BusHandle,
-    writes: mpsc::Receiver<WriteRequest>,
+    writes: super::Writes,
     link: watch::Sender<bool>,
 }
 
@@ -112,7 +112,7 @@ impl ModbusTask {
         diag: Arc<DeviceDiag>,
         mut unit_diag: impl FnMut(u8) -> Arc<DeviceDiag>,
         bus: BusHandle,
-        writes: mpsc::Receiver<WriteRequest>,
+        writes: super::Writes,
         link: watch::Sender<bool>,
     ) -> ModbusTask {
         let timeout = match device.protocol {
@@ -429,19 +429,15 @@ impl ModbusTask {
             p.next = now;
         }
         loop {
-            // Commands go before polls: a setpoint should not wait behind a register sweep.
-            while let Ok(req) = self.writes.try_recv() {
-                if let Some(end) = self.do_write(&mut ctx, req).await {
-                    return end;
-                }
-            }
+            // Commands go before polls (see `biased` below): a setpoint should not wait
+            // behind a register sweep.
             let next_poll = self.polls.iter().map(|p| p.next).min();
             let next_flush = self.streams.iter().filter_map(|s| s.deadline()).min();
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ended::Shutdown,
-                req = self.writes.recv() => match req {
+                req = self.writes.next() => match req {
                     Some(req) => if let Some(end) = self.do_write(&mut ctx, req).await {
                         return end;
                     },

@@ -1,7 +1,7 @@
 //! The SocketCAN driver: a kernel CAN interface (`can0`, `vcan0`) through the socketcan
 //! crate, classic and CAN-FD frames, feeding the same CAN core as slcan adapters.
 
-use super::{dispatch, refuse, DeviceWrite, WriteRequest};
+use super::{dispatch, refuse, DeviceWrite};
 use crate::backoff::Backoff;
 use crate::bus::BusHandle;
 use crate::config::{Device, TransportSpec};
@@ -13,7 +13,7 @@ use socketcan::tokio::CanFdSocket;
 use socketcan::{CanAnyFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Frame, Id, StandardId};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 pub struct SocketCanTask {
@@ -22,7 +22,7 @@ pub struct SocketCanTask {
     pub streams: Vec<StreamPublisher>,
     pub diag: Arc<DeviceDiag>,
     pub bus: BusHandle,
-    pub writes: mpsc::Receiver<WriteRequest>,
+    pub writes: super::Writes,
     pub link: watch::Sender<bool>,
 }
 
@@ -142,7 +142,7 @@ impl SocketCanTask {
                         s.flush_due(now, &self.bus);
                     }
                 }
-                req = self.writes.recv() => {
+                req = self.writes.next() => {
                     let req = req?;
                     let DeviceWrite::Can(f) = &req.write else {
                         refuse(req, "a CAN bus takes CAN frames");

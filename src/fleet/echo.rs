@@ -190,6 +190,7 @@ mod tests {
             payload: bytes::Bytes::from_static(b"\xc1oops"),
             qos: crate::bus::QoS::AtMostOnce,
             retain: false,
+            oversized: None,
         };
         let v = render(&m, false);
         assert_eq!(v["hex"], "c16f6f7073");

@@ -45,7 +45,13 @@ impl Listing {
         let Some(robot) = robot_of(prefix, topic) else {
             return;
         };
-        let rest = &topic[prefix.len() + robot.len() + 2..];
+        // `robot/<id>` alone has no rest; it is still traffic worth listing.
+        let rest = topic
+            .strip_prefix(prefix)
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_prefix(robot))
+            .and_then(|t| t.strip_prefix('/'))
+            .unwrap_or("");
         match rest {
             "status" => {
                 if let Ok(s) = rmp_serde::from_slice::<Status>(payload) {
@@ -267,6 +273,8 @@ mod tests {
             l.observe("robot", "robot/r1/gps/fix", b"x", false);
         }
         l.observe("robot", "robot/r9/mystery", b"x", true);
+        l.observe("robot", "robot/foo", b"hi", false);
+        l.observe("robot", "robot", b"hi", false);
         let robots = l.robots();
         assert_eq!(robots.len(), 1);
         assert_eq!((robots[0].state.as_str(), robots[0].boot), ("online", 3));

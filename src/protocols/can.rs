@@ -165,6 +165,12 @@ impl Decoder for SlcanProtocol {
 
     fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, String> {
         match w {
+            // slcan carries classic frames only; never send a cut-down frame.
+            DeviceWrite::Can(f) if f.data.len() > 8 || f.dlc > 8 => Err(format!(
+                "frame 0x{:X} has {} bytes; an slcan adapter sends at most 8",
+                f.id,
+                f.data.len().max(f.dlc as usize)
+            )),
             DeviceWrite::Can(f) => Ok(slcan::encode(f)),
             _ => Err("an slcan adapter takes CAN frames".into()),
         }

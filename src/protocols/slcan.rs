@@ -71,7 +71,12 @@ pub fn encode(frame: &CanFrame) -> Vec<u8> {
     } else {
         let _ = write!(s, "{:03X}", frame.id);
     }
-    let dlc = frame.data.len().min(8);
+    // A remote frame has no data but asks for `dlc` bytes.
+    let dlc = if frame.rtr {
+        frame.dlc.min(8) as usize
+    } else {
+        frame.data.len().min(8)
+    };
     let _ = write!(s, "{dlc:X}");
     if !frame.rtr {
         for b in &frame.data[..dlc] {
@@ -312,6 +317,14 @@ mod tests {
         assert_eq!(setup(500_000).unwrap(), b"C\rS6\rO\r");
         assert_eq!(setup(1_000_000).unwrap(), b"C\rS8\rO\r");
         assert_eq!(setup(333_333), None);
+        let rtr = CanFrame {
+            id: 0x123,
+            extended: false,
+            rtr: true,
+            dlc: 4,
+            data: vec![],
+        };
+        assert_eq!(encode(&rtr), b"r1234\r");
     }
 
     proptest! {

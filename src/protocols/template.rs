@@ -106,6 +106,12 @@ impl Template {
                     let v = msg
                         .get_path(path)
                         .ok_or_else(|| format!("template field `{path}` has no value"))?;
+                    // A newline in a value would become a second command on the wire.
+                    if let Scalar::Str(text) = &v {
+                        if text.chars().any(char::is_control) {
+                            return Err(format!("`{path}` contains a control character"));
+                        }
+                    }
                     format_scalar(&v, *spec, out);
                 }
             }
@@ -210,6 +216,19 @@ mod tests {
         let mut s = String::new();
         t.render(&twist(1.5, -2.0), &mut s).unwrap();
         assert_eq!(s, "{+001.50}     -2\n");
+    }
+
+    #[test]
+    fn values_with_control_characters_are_not_rendered() {
+        let t = Template::parse("S {data}").unwrap();
+        let mut m = MessageType::String.new_message();
+        m.set_path("data", &Scalar::Str("hi\nD 9 9".into()))
+            .unwrap();
+        let mut s = String::new();
+        assert!(t
+            .render(&m, &mut s)
+            .unwrap_err()
+            .contains("control character"));
     }
 
     #[test]

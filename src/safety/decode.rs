@@ -71,10 +71,17 @@ fn map_message(pairs: Vec<(rmpv::Value, rmpv::Value)>) -> Result<MapMessage, Str
             },
             rmpv::Value::F32(f) => Scalar::Float(f as f64),
             rmpv::Value::F64(f) => Scalar::Float(f),
-            rmpv::Value::String(s) => Scalar::Str(
-                s.into_str()
-                    .ok_or_else(|| format!("`{key}` is not UTF-8 text"))?,
-            ),
+            rmpv::Value::String(s) => {
+                let text = s
+                    .into_str()
+                    .ok_or_else(|| format!("`{key}` is not UTF-8 text"))?;
+                // A number sent as text is a number, so the finite and limit checks see it.
+                match text.trim().parse::<f64>() {
+                    Ok(f) if !f.is_finite() => return Err(format!("`{key}` is NaN or infinite")),
+                    Ok(f) => Scalar::Float(f),
+                    Err(_) => Scalar::Str(text),
+                }
+            }
             _ => return Err(format!("`{key}` must be a number, bool or string")),
         };
         m.insert(&key, value);

@@ -62,8 +62,18 @@ impl Actuator {
     ) -> Verdict {
         let mut message = cmd.message.clone();
         for l in &self.spec.limits {
-            let Some(v) = message.get_path(&l.path).and_then(|s| s.as_f64()) else {
-                continue;
+            // A limited field must be a number: a string, a bool or a missing `map` key
+            // would otherwise slip past its limits to the device.
+            let v = match message.get_path(&l.path) {
+                Some(Scalar::Int(i)) => i as f64,
+                Some(Scalar::Float(f)) if f.is_finite() => f,
+                Some(other) => {
+                    return Verdict::Reject(format!(
+                        "{} = `{other}` is not a number; it has limits",
+                        l.path
+                    ))
+                }
+                None => return Verdict::Reject(format!("{} is missing; it has limits", l.path)),
             };
             if v < l.min || v > l.max {
                 match self.spec.out_of_range {
@@ -338,6 +348,40 @@ mod tests {
             a.check(&twist(0.1, 0.0, None), Instant::now(), WALL, false),
             Verdict::Apply { .. }
         ));
+    }
+
+    #[test]
+    fn limited_fields_that_are_not_numbers_are_rejected() {
+        let mut spec = spec(OutOfRange::Clamp);
+        spec.msg_type = MessageType::Map;
+        spec.limits = vec![Limit {
+            path: "speed".into(),
+            min: -1.0,
+            max: 1.0,
+        }];
+        let mut a = Actuator::new(spec);
+        let mut m = crate::messages::MapMessage::default();
+        m.insert("speed", Scalar::Str("0\nM 99".into()));
+        let cmd = DecodedCommand {
+            id: rmpv::Value::Nil,
+            message: Message::Map(m),
+            stamp: None,
+        };
+        let v = a.check(&cmd, Instant::now(), WALL, false);
+        assert!(
+            matches!(v, Verdict::Reject(ref r) if r.contains("not a number")),
+            "{v:?}"
+        );
+        let cmd = DecodedCommand {
+            id: rmpv::Value::Nil,
+            message: Message::Map(crate::messages::MapMessage::default()),
+            stamp: None,
+        };
+        let v = a.check(&cmd, Instant::now(), WALL, false);
+        assert!(
+            matches!(v, Verdict::Reject(ref r) if r.contains("missing")),
+            "{v:?}"
+        );
     }
 
     #[test]

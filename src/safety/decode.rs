@@ -20,14 +20,21 @@ pub struct DecodedCommand {
 
 /// Walks a decoded value for NaN and infinities, naming the first one found.
 fn first_non_finite(v: &rmpv::Value, path: &mut String) -> Option<String> {
+    first_bad(v, path, true)
+}
+
+/// As [`first_non_finite`]; `nan` says whether NaN counts (types whose unset fields are
+/// NaN by definition, like BatteryState, are checked for infinities only).
+fn first_bad(v: &rmpv::Value, path: &mut String, nan: bool) -> Option<String> {
+    let bad = |f: f64| f.is_infinite() || (nan && f.is_nan());
     match v {
-        rmpv::Value::F32(f) if !f.is_finite() => Some(path.clone()),
-        rmpv::Value::F64(f) if !f.is_finite() => Some(path.clone()),
+        rmpv::Value::F32(f) if bad(*f as f64) => Some(path.clone()),
+        rmpv::Value::F64(f) if bad(*f) => Some(path.clone()),
         rmpv::Value::Array(items) => {
             let len = path.len();
             for (i, item) in items.iter().enumerate() {
                 path.push_str(&format!("[{i}]"));
-                if let Some(p) = first_non_finite(item, path) {
+                if let Some(p) = first_bad(item, path, nan) {
                     return Some(p);
                 }
                 path.truncate(len);
@@ -41,7 +48,7 @@ fn first_non_finite(v: &rmpv::Value, path: &mut String) -> Option<String> {
                     path.push('.');
                 }
                 path.push_str(k.as_str().unwrap_or("?"));
-                if let Some(p) = first_non_finite(item, path) {
+                if let Some(p) = first_bad(item, path, nan) {
                     return Some(p);
                 }
                 path.truncate(len);
@@ -161,6 +168,14 @@ pub fn decode_command(
             Message::Map(map_message(pairs)?)
         }
     };
+    // A finite f64 can still overflow an f32 field (BatteryState, Range) into infinity.
+    let named = rmp_serde::to_vec_named(&message).unwrap_or_default();
+    if let Ok(v) = rmpv::decode::read_value(&mut &named[..]) {
+        let mut path = String::new();
+        if let Some(p) = first_bad(&v, &mut path, false) {
+            return Err(format!("`{p}` does not fit its 32-bit field"));
+        }
+    }
     let stamp = if msg_type == MessageType::Map {
         header_stamp
     } else if has_header {
@@ -229,6 +244,17 @@ mod tests {
         assert!(decode_command(&vec![0u8; 2000], MessageType::Twist, 1024)
             .unwrap_err()
             .contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn values_that_overflow_an_f32_field_are_rejected() {
+        let e = decode_command(
+            &enc(serde_json::json!({"range": 1e300})),
+            MessageType::Range,
+            1024,
+        )
+        .unwrap_err();
+        assert_eq!(e, "`range` does not fit its 32-bit field");
     }
 
     #[test]
@@ -317,6 +343,9 @@ mod tests {
                     c.message.encode_into(&mut out).unwrap();
                     let mut p = String::new();
                     let back = rmpv::decode::read_value(&mut &out[..]).unwrap();
+                    // No infinity ever; NaN only as the "unknown" default of the types that
+                    // define one.
+                    prop_assert!(first_bad(&back, &mut p, false).is_none(), "{}", p);
                     prop_assert!(first_non_finite(&back, &mut p).is_none() || matches!(c.message, Message::BatteryState(_) | Message::NavSatFix(_)));
                 }
             }

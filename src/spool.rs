@@ -506,11 +506,25 @@ impl Spool {
         self.flush_writes()?;
         self.write_head()?;
         if self.dirty_since_fsync && (sync || self.last_fsync.elapsed() >= FSYNC_EVERY) {
-            if let Some(f) = &self.active {
-                f.sync_data().map_err(io(&self.dir))?;
-            }
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
+            let file = self.active.as_ref().and_then(|f| f.try_clone().ok());
+            let dir = self.dir.clone();
+            let work = move || {
+                if let Some(f) = file {
+                    if let Err(e) = f.sync_data() {
+                        tracing::error!(path = %dir.display(), "spool fsync failed: {e}");
+                    }
+                }
+                if let Ok(d) = File::open(&dir) {
+                    let _ = d.sync_all();
+                }
+            };
+            // The periodic fsync can take tens of milliseconds on an SD card: off the bus
+            // task's thread, so pings and acks keep flowing. A final one (`sync`) waits.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if !sync => {
+                    h.spawn_blocking(work);
+                }
+                _ => work(),
             }
             self.dirty_since_fsync = false;
             self.last_fsync = Instant::now();

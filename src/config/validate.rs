@@ -989,16 +989,7 @@ impl Validator {
         at: &str,
         db: Option<&Database>,
     ) -> Option<CommandSpec> {
-        let common = CommandCommon {
-            actuator: c.actuator,
-            msg_type: c.msg_type,
-            limits: c.limits,
-            out_of_range: c.out_of_range,
-            timeout_ms: c.timeout_ms,
-            safe: c.safe,
-            max_rate_hz: c.max_rate_hz,
-            max_age_ms: c.max_age_ms,
-        };
+        let common = command_common!(c);
         let (message, signals, ids) = (c.can_message, c.signals, c.ids);
         let types: Vec<MessageType> = if message.is_some() {
             lines_types()
@@ -1284,16 +1275,7 @@ impl Validator {
         types: &[MessageType],
     ) -> Option<CommandSpec> {
         let template_text = c.template;
-        let common = CommandCommon {
-            actuator: c.actuator,
-            msg_type: c.msg_type,
-            limits: c.limits,
-            out_of_range: c.out_of_range,
-            timeout_ms: c.timeout_ms,
-            safe: c.safe,
-            max_rate_hz: c.max_rate_hz,
-            max_age_ms: c.max_age_ms,
-        };
+        let common = command_common!(c);
         self.command(common, at, types, |v, t| {
             let tpl = match Template::parse(&template_text) {
                 Ok(tpl) => tpl,
@@ -1330,16 +1312,7 @@ impl Validator {
         types: &[MessageType],
     ) -> Option<CommandSpec> {
         let writes = c.writes;
-        let common = CommandCommon {
-            actuator: c.actuator,
-            msg_type: c.msg_type,
-            limits: c.limits,
-            out_of_range: c.out_of_range,
-            timeout_ms: c.timeout_ms,
-            safe: c.safe,
-            max_rate_hz: c.max_rate_hz,
-            max_age_ms: c.max_age_ms,
-        };
+        let common = command_common!(c);
         self.command(common, at, types, |v, t| {
             if writes.is_empty() {
                 v.problem(
@@ -1580,6 +1553,24 @@ pub const NMEA_IDLE_TIMEOUT_MS: u64 = 5000;
 fn idle(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
+
+/// Takes the keys every command has out of a protocol's command config (the structs are
+/// separate so each can deny unknown keys; serde's `flatten` cannot).
+macro_rules! command_common {
+    ($c:expr) => {
+        CommandCommon {
+            actuator: $c.actuator,
+            msg_type: $c.msg_type,
+            limits: $c.limits,
+            out_of_range: $c.out_of_range,
+            timeout_ms: $c.timeout_ms,
+            safe: $c.safe,
+            max_rate_hz: $c.max_rate_hz,
+            max_age_ms: $c.max_age_ms,
+        }
+    };
+}
+use command_common;
 
 /// The keys every command has, whatever its protocol.
 struct CommandCommon {

@@ -352,8 +352,9 @@ impl Ctx {
                 timer = timer.min(*d);
             }
             let take_commands = shutting.is_none() && wbuf.len() < WBUF_HIGH;
+            // Unbiased: a busy inbound stream must not starve our writes (its own acks
+            // among them), nor a busy outbound one our reads.
             tokio::select! {
-                biased;
                 r = rd.read_buf(&mut rbuf) => match r {
                     Ok(0) => break Ended::Lost("the broker closed the connection".into()),
                     Err(e) => break Ended::Lost(format!("read: {e}")),

@@ -241,6 +241,12 @@ impl Decoder for NmeaDecoder {
     }
 }
 
+/// Data field `i` (0 = the first after the address) of a checked sentence, as a number.
+fn raw_field(s: &Sentence<'_>, i: usize) -> Option<f64> {
+    let body = s.text.get(1..)?.split('*').next()?;
+    body.split(',').nth(i + 1)?.parse().ok()
+}
+
 /// Recovers the decimal the receiver sent from the `nmea` crate's `f32` fields.
 fn widen(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
@@ -282,13 +288,16 @@ fn navsat_fix(s: &Sentence<'_>, p: &ParseResult, header: Header) -> Result<NavSa
             fix.latitude = g.latitude.unwrap_or(f64::NAN);
             fix.longitude = g.longitude.unwrap_or(f64::NAN);
             // ROS wants height above the ellipsoid: MSL altitude plus geoid separation.
-            fix.altitude = match (g.altitude, g.geoid_separation) {
-                (Some(a), Some(n)) => widen(a) + widen(n),
-                (Some(a), None) => widen(a),
+            // Read from the sentence itself: the crate's f32 would lose the decimals.
+            let (alt, sep) = (raw_field(s, 8).or(g.altitude.map(widen)), raw_field(s, 10));
+            fix.altitude = match (alt, sep) {
+                (Some(a), Some(n)) => a + n,
+                (Some(a), None) => a,
                 _ => f64::NAN,
             };
-            if let (Some(hdop), true) = (g.hdop, status != NavSatStatus::STATUS_NO_FIX) {
-                let h = widen(hdop) * uere;
+            let hdop = raw_field(s, 7).or(g.hdop.map(widen));
+            if let (Some(hdop), true) = (hdop, status != NavSatStatus::STATUS_NO_FIX) {
+                let h = hdop * uere;
                 fix.position_covariance[0] = h * h;
                 fix.position_covariance[4] = h * h;
                 fix.position_covariance[8] = (2.0 * h) * (2.0 * h);

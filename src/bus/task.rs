@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Above this much unwritten data, stop taking new work until the socket drains.
+/// Above this much unwritten data, nothing more is put in the write buffer until the
+/// socket drains: QoS 1/2 wait in the outbox, QoS 0 is dropped and counted.
 const WBUF_HIGH: usize = 256 * 1024;
 /// Commands taken from the queue per wake-up, so many publishes share one write.
 const DRAIN_BATCH: usize = 512;
@@ -107,6 +108,9 @@ struct Ctx {
     link: watch::Sender<LinkState>,
     stats: Arc<BusStats>,
     outbox: Outbox,
+    /// When the group commit is due: fixed when the first unflushed append is made, so a
+    /// steady stream (a wake-up every few ms) cannot keep pushing it back.
+    flush_due: Option<Instant>,
 }
 
 enum Ended {
@@ -134,6 +138,7 @@ pub(super) async fn run(
         link,
         stats,
         outbox,
+        flush_due: None,
     };
     ctx.publish_gauge();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -206,6 +211,8 @@ impl Ctx {
     async fn offline_until<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Option<T> {
         tokio::pin!(fut);
         loop {
+            let flush_at = self.flush_deadline();
+            let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 r = &mut fut => return Some(r),
                 cmd = self.rx.recv() => match cmd {
@@ -219,9 +226,27 @@ impl Ctx {
                         return None;
                     }
                 },
-                _ = sleep_until(Instant::now() + FLUSH_EVERY), if self.outbox.needs_flush() => self.outbox.flush(false),
+                _ = sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => self.flush(),
             }
         }
+    }
+
+    /// When the next group commit is due, if anything awaits one.
+    fn flush_deadline(&mut self) -> Option<Instant> {
+        if !self.outbox.needs_flush() {
+            self.flush_due = None;
+            return None;
+        }
+        Some(
+            *self
+                .flush_due
+                .get_or_insert_with(|| Instant::now() + FLUSH_EVERY),
+        )
+    }
+
+    fn flush(&mut self) {
+        self.outbox.flush(false);
+        self.flush_due = None;
     }
 
     /// Makes everything accepted durable before the task ends.
@@ -291,6 +316,10 @@ impl Ctx {
         let ka = self.cfg.keep_alive;
         let mut next_ping = Instant::now() + ka;
         let mut pong_deadline: Option<Instant> = None;
+        // Bytes of `wbuf` up to the end of the last PINGREQ not yet handed to the socket:
+        // the wait for its PINGRESP counts from when it left, so a backlog being replayed
+        // over a slow uplink is not mistaken for a dead link.
+        let mut ping_unsent = 0usize;
         let mut shutting: Option<(Instant, ShutdownReq)> = None;
         // Watchdog: with messages in flight, some acknowledgement must come within this
         // bound, or the connection is recycled (a broker that answers pings but never acks
@@ -346,12 +375,14 @@ impl Ctx {
             if let Some(d) = pong_deadline {
                 timer = timer.min(d);
             }
-            let flush_at = Instant::now() + FLUSH_EVERY;
-            let needs_flush = self.outbox.needs_flush();
+            let flush_at = self.flush_deadline();
+            let far = Instant::now() + Duration::from_secs(3600);
             if let Some((d, _)) = &shutting {
                 timer = timer.min(*d);
             }
-            let take_commands = shutting.is_none() && wbuf.len() < WBUF_HIGH;
+            // Commands are taken even while the socket is backed up: QoS 1/2 go to the
+            // outbox, and a shutdown request must never wait behind a stalled link.
+            let take_commands = shutting.is_none();
             // Unbiased: a busy inbound stream must not starve our writes (its own acks
             // among them), nor a busy outbound one our reads.
             tokio::select! {
@@ -366,7 +397,13 @@ impl Ctx {
                 },
                 r = wr.write(&wbuf), if !wbuf.is_empty() => match r {
                     Ok(0) => break Ended::Lost("write: connection closed".into()),
-                    Ok(n) => wbuf.advance(n),
+                    Ok(n) => {
+                        wbuf.advance(n);
+                        if ping_unsent > 0 && pong_deadline.is_some() {
+                            ping_unsent = ping_unsent.saturating_sub(n);
+                            pong_deadline = Some(Instant::now() + ka / 2);
+                        }
+                    }
                     Err(e) => break Ended::Lost(format!("write: {e}")),
                 },
                 cmd = self.rx.recv(), if take_commands => {
@@ -376,8 +413,13 @@ impl Ctx {
                     while let Some(cmd) = next.take() {
                         match cmd {
                             Command::Publish(m) if m.qos == QoS::AtMostOnce => {
-                                self.stats.published.fetch_add(1, Ordering::Relaxed);
-                                Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
+                                if wbuf.len() < WBUF_HIGH {
+                                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                                    Self::write_packet(&mut wbuf, Packet::Publish(session.publish(m)));
+                                } else {
+                                    // Fire and forget, into a link that is not taking it.
+                                    self.stats.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             Command::Publish(m) => self.enqueue(m),
                             Command::SetBirth(b) => {
@@ -403,13 +445,13 @@ impl Ctx {
                             }
                         }
                         n += 1;
-                        if n < DRAIN_BATCH && wbuf.len() < WBUF_HIGH {
+                        if n < DRAIN_BATCH {
                             next = self.rx.try_recv().ok();
                         }
                     }
                 },
-                _ = sleep_until(flush_at), if needs_flush => {
-                    self.outbox.flush(false);
+                _ = sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => {
+                    self.flush();
                     self.publish_gauge();
                 }
                 _ = sleep_until(timer) => {
@@ -431,6 +473,7 @@ impl Ctx {
                         Self::write_packet(&mut wbuf, Packet::PingReq);
                         if pong_deadline.is_none() {
                             pong_deadline = Some(now + ka / 2);
+                            ping_unsent = wbuf.len();
                         }
                         next_ping = now + ka;
                     }

@@ -3,10 +3,11 @@
 //! actuator in its safe state on shutdown, on e-stop, on broker loss and on device
 //! (re)connect. It runs on its own timers, so safety holds with the broker down.
 
+use crate::backoff::Backoff;
 use crate::bus::{BusHandle, Incoming, LinkState, Outgoing, QoS};
 use crate::config::{CommandRender, Robot};
 use crate::device::{DeviceWrite, WriteRequest, WriteSender};
-use crate::messages::{Message, Time};
+use crate::messages::{Message, Scalar, Time};
 use crate::meta::Topics;
 use crate::safety::{decode_command, nest, Actuator, Verdict};
 use std::path::PathBuf;
@@ -17,6 +18,11 @@ use tokio::time::{sleep_until, Instant};
 /// How long shutdown waits for the safe values to reach the devices.
 pub const SAFE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Safe writes that failed are tried again this often (doubling), until one is confirmed
+/// or a newer write (a command, or other safe values) takes their place.
+const SAFE_RETRY_MIN: Duration = Duration::from_millis(200);
+const SAFE_RETRY_MAX: Duration = Duration::from_secs(2);
+
 struct Route {
     act: Actuator,
     device: usize,
@@ -24,7 +30,15 @@ struct Route {
     writer: WriteSender,
     /// Broker-loss safe write already done for the current outage.
     safed_for_outage: bool,
+    /// Counts the writes handed to the device, so a late answer to an older one is ignored.
+    generation: u64,
+    /// When the safe values, not confirmed by the device, are to be written again.
+    safe_retry_at: Option<Instant>,
+    safe_backoff: Backoff,
 }
+
+/// A device's answer to a safe write: route, generation, result.
+type SafeResult = (usize, u64, Result<(), String>);
 
 pub struct CommandRouter {
     routes: Vec<Route>,
@@ -35,6 +49,10 @@ pub struct CommandRouter {
     estop_file: PathBuf,
     broker: watch::Receiver<LinkState>,
     broker_down_since: Option<Instant>,
+    safe_results: (
+        mpsc::UnboundedSender<SafeResult>,
+        mpsc::UnboundedReceiver<SafeResult>,
+    ),
 }
 
 /// A device writer and its link state, by device index.
@@ -76,6 +94,30 @@ fn salvage_id(payload: &[u8], max: usize) -> rmpv::Value {
     }
 }
 
+/// `Some(engage)` for a well-formed e-stop command (`{"engage": bool}`, optional `id`).
+fn parse_estop(payload: &[u8], max: usize) -> Option<bool> {
+    if payload.len() > max {
+        return None;
+    }
+    let mut rd = payload;
+    match rmpv::decode::read_value_with_max_depth(&mut rd, crate::safety::decode::MAX_DEPTH) {
+        Ok(rmpv::Value::Map(pairs)) => {
+            let known = pairs
+                .iter()
+                .all(|(k, _)| matches!(k.as_str(), Some("engage" | "id")));
+            match pairs.iter().find(|(k, _)| k.as_str() == Some("engage")) {
+                Some((_, rmpv::Value::Boolean(b))) if known => Some(*b),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn estop_engages(payload: &[u8], max: usize) -> bool {
+    parse_estop(payload, max) == Some(true)
+}
+
 /// What the device is asked to do for `msg`.
 fn render(route: &Route, msg: &Message) -> Result<DeviceWrite, String> {
     match &route.act.spec.render {
@@ -97,14 +139,27 @@ fn render(route: &Route, msg: &Message) -> Result<DeviceWrite, String> {
         CommandRender::Can { message, signals } => {
             // Fields a `map` command leaves out are signals not given: they take the DBC's
             // initial value. Other types default every field, so every signal is given.
-            let values: Vec<(String, f64)> = signals
-                .iter()
-                .filter_map(|(sig, path)| {
-                    msg.get_path(path)
-                        .and_then(|v| v.as_f64())
-                        .map(|v| (sig.clone(), v))
-                })
-                .collect();
+            if let Message::Map(m) = msg {
+                if let Some((k, _)) = m
+                    .values
+                    .iter()
+                    .find(|(k, _)| k != "id" && !signals.iter().any(|(_, path)| path == k))
+                {
+                    return Err(format!(
+                        "unknown field `{k}`: this command's fields are the paths in its `signals`"
+                    ));
+                }
+            }
+            let mut values: Vec<(String, f64)> = Vec::with_capacity(signals.len());
+            for (sig, path) in signals {
+                match msg.get_path(path) {
+                    None => {}
+                    Some(v @ (Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_))) => {
+                        values.push((sig.clone(), v.as_f64().expect("a number")))
+                    }
+                    Some(v) => return Err(format!("{path} = `{v}` is not a number")),
+                }
+            }
             let data = crate::protocols::dbc::encode(message, &values)?;
             Ok(DeviceWrite::Can(crate::protocols::can::CanFrame {
                 id: message.id,
@@ -169,6 +224,9 @@ impl CommandRouter {
                     device_name: d.name.clone(),
                     writer: devices[i].writer.clone(),
                     safed_for_outage: false,
+                    generation: 0,
+                    safe_retry_at: None,
+                    safe_backoff: Backoff::new(SAFE_RETRY_MIN, SAFE_RETRY_MAX),
                 });
             }
         }
@@ -190,6 +248,7 @@ impl CommandRouter {
             estop_file,
             broker,
             broker_down_since: Some(Instant::now()),
+            safe_results: mpsc::unbounded_channel(),
         }
     }
 
@@ -206,41 +265,80 @@ impl CommandRouter {
         let _ = self.bus.publish(msg);
     }
 
-    /// Writes the safe values of one route; the returned receiver answers when written.
-    fn write_safe(&mut self, i: usize, why: &str) -> Option<oneshot::Receiver<Result<(), String>>> {
+    /// Queues the safe values of one route; the receiver answers once the device wrote
+    /// them (or could not). `Err` when they could not even be queued.
+    fn queue_safe(
+        &mut self,
+        i: usize,
+        why: &str,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let route = &mut self.routes[i];
+        route.generation += 1;
+        route.safe_retry_at = None;
+        route.act.disarm();
         let msg = route.act.safe_message();
-        let write = match render(route, &msg) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(actuator = %route.act.spec.actuator, "cannot render the safe values: {e}");
-                return None;
-            }
-        };
+        let write =
+            render(route, &msg).map_err(|e| format!("cannot render the safe values: {e}"))?;
         let (done, rx) = oneshot::channel();
         let req = WriteRequest {
             write,
             done: Some(done),
         };
-        match route.writer.safe.try_send(req) {
-            Ok(()) => {
-                // Disarmed only once the safe write is queued: a deadman that could not
-                // queue it stays due and tries again.
-                route.act.disarm();
-                tracing::info!(actuator = %route.act.spec.actuator, device = %route.device_name, "safe values written ({why})");
-                Some(rx)
+        route.writer.safe.try_send(req).map_err(|_| {
+            "cannot queue the safe values: device queue full or stopped".to_string()
+        })?;
+        if route.safe_backoff.attempts() == 0 {
+            tracing::info!(actuator = %route.act.spec.actuator, device = %route.device_name, "writing the safe values ({why})");
+        } else {
+            tracing::debug!(actuator = %route.act.spec.actuator, device = %route.device_name, "writing the safe values again ({why})");
+        }
+        Ok(rx)
+    }
+
+    /// Writes the safe values of one route, and keeps writing them until the device
+    /// confirms (see [`CommandRouter::on_safe_result`]).
+    fn write_safe(&mut self, i: usize, why: &str) {
+        let generation = self.routes[i].generation + 1;
+        let results = self.safe_results.0.clone();
+        match self.queue_safe(i, why) {
+            Ok(rx) => {
+                tokio::spawn(async move {
+                    let r = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 3, rx).await {
+                        Ok(Ok(r)) => r,
+                        _ => Err("the device did not confirm the write".to_string()),
+                    };
+                    let _ = results.send((i, generation, r));
+                });
             }
-            Err(_) => {
-                tracing::warn!(actuator = %route.act.spec.actuator, "cannot queue the safe values ({why}): device queue full or stopped");
-                None
+            Err(e) => {
+                let _ = results.send((i, generation, Err(e)));
             }
         }
     }
 
-    fn write_safe_all(&mut self, why: &str) -> Vec<oneshot::Receiver<Result<(), String>>> {
-        (0..self.routes.len())
-            .filter_map(|i| self.write_safe(i, why))
-            .collect()
+    /// A device answered a safe write. A failure is retried with backoff, unless the
+    /// device is away: its reconnection writes the safe values first anyway.
+    fn on_safe_result(&mut self, (i, generation, r): SafeResult) {
+        let route = &mut self.routes[i];
+        if route.generation != generation {
+            return;
+        }
+        match r {
+            Ok(()) => route.safe_backoff.reset(),
+            Err(e) if e == crate::device::DISCONNECTED => route.safe_backoff.reset(),
+            Err(e) => {
+                if route.safe_backoff.attempts() == 0 {
+                    tracing::warn!(actuator = %route.act.spec.actuator, device = %route.device_name, "safe values not written: {e}; retrying until they are");
+                }
+                route.safe_retry_at = Some(Instant::now() + route.safe_backoff.next_delay());
+            }
+        }
+    }
+
+    fn write_safe_all(&mut self, why: &str) {
+        for i in 0..self.routes.len() {
+            self.write_safe(i, why);
+        }
     }
 
     fn set_estop(&mut self, engaged: bool) {
@@ -260,27 +358,7 @@ impl CommandRouter {
 
     fn on_estop(&mut self, payload: &[u8]) {
         let id = salvage_id(payload, self.max_payload);
-        let engage = (payload.len() <= self.max_payload)
-            .then(|| {
-                let mut rd = payload;
-                rmpv::decode::read_value_with_max_depth(&mut rd, crate::safety::decode::MAX_DEPTH)
-                    .ok()
-            })
-            .flatten()
-            .and_then(|v| match v {
-                rmpv::Value::Map(pairs) => {
-                    let known = pairs
-                        .iter()
-                        .all(|(k, _)| matches!(k.as_str(), Some("engage" | "id")));
-                    let engage = pairs.iter().find(|(k, _)| k.as_str() == Some("engage"));
-                    match engage {
-                        Some((_, rmpv::Value::Boolean(b))) if known => Some(*b),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            });
-        match engage {
+        match parse_estop(payload, self.max_payload) {
             Some(true) => {
                 tracing::warn!("e-stop engaged");
                 self.set_estop(true);
@@ -323,7 +401,9 @@ impl CommandRouter {
             );
             return;
         }
-        if msg.retain {
+        // A retained e-stop engage is honoured: stopping is always safe, and an operator
+        // who retained it while the robot was away means it.
+        if msg.retain && !(actuator == "estop" && estop_engages(&msg.payload, self.max_payload)) {
             // A retained command would be replayed on every reconnect (and every restart).
             let id = salvage_id(&msg.payload, self.max_payload);
             self.ack(
@@ -394,6 +474,10 @@ impl CommandRouter {
             return;
         }
         self.routes[i].act.accepted(now);
+        // The command takes the place of any safe write still being retried.
+        self.routes[i].generation += 1;
+        self.routes[i].safe_retry_at = None;
+        self.routes[i].safe_backoff.reset();
         // The ack waits for the device write, so `ok: true` means the bytes went out.
         let bus = self.bus.clone();
         let ack_topic = self.topics.ack(&actuator);
@@ -428,7 +512,8 @@ impl CommandRouter {
                 .map(|r| t + r.act.broker_grace())
                 .min()
         });
-        [deadman, outage].into_iter().flatten().min()
+        let retry = self.routes.iter().filter_map(|r| r.safe_retry_at).min();
+        [deadman, outage, retry].into_iter().flatten().min()
     }
 
     fn on_timer(&mut self) {
@@ -436,6 +521,9 @@ impl CommandRouter {
         for i in 0..self.routes.len() {
             if self.routes[i].act.deadman_due(now) {
                 self.write_safe(i, "deadman: no command within timeout_ms");
+            }
+            if self.routes[i].safe_retry_at.is_some_and(|t| now >= t) {
+                self.write_safe(i, "the last safe write failed");
             }
             if let Some(t) = self.broker_down_since {
                 let r = &self.routes[i];
@@ -477,6 +565,7 @@ impl CommandRouter {
                     None => break,
                 },
                 _ = sleep_until(wake.unwrap_or(far)), if wake.is_some() => self.on_timer(),
+                Some(r) = self.safe_results.1.recv() => self.on_safe_result(r),
                 r = self.broker.changed() => {
                     if r.is_err() { break; }
                     let up = *self.broker.borrow_and_update() == LinkState::Up;
@@ -499,9 +588,39 @@ impl CommandRouter {
                 _ = stop.changed() => break,
             }
         }
-        let pending = self.write_safe_all("shutdown");
-        for rx in pending {
-            let _ = tokio::time::timeout(SAFE_WRITE_TIMEOUT, rx).await;
+        // Every actuator to its safe state before exit; a write the device refused gets
+        // one more try within the time left.
+        let deadline = Instant::now() + SAFE_WRITE_TIMEOUT;
+        let mut failed = Vec::new();
+        for i in 0..self.routes.len() {
+            match self.queue_safe(i, "shutdown") {
+                Ok(rx) => failed.push((i, Some(rx))),
+                Err(e) => {
+                    tracing::warn!(actuator = %self.routes[i].act.spec.actuator, "{e}");
+                    failed.push((i, None));
+                }
+            }
+        }
+        for attempt in 0..2 {
+            let mut again = Vec::new();
+            for (i, rx) in failed {
+                let r = match rx {
+                    Some(rx) => tokio::time::timeout_at(deadline, rx)
+                        .await
+                        .map_err(|_| "the device did not confirm the write".to_string())
+                        .and_then(|r| r.unwrap_or_else(|_| Err("the device stopped".into()))),
+                    None => Err("not queued".into()),
+                };
+                if let Err(e) = r {
+                    if attempt == 0 && e != crate::device::DISCONNECTED && Instant::now() < deadline
+                    {
+                        again.push((i, self.queue_safe(i, "shutdown, again").ok()));
+                    } else {
+                        tracing::error!(actuator = %self.routes[i].act.spec.actuator, "safe values not written at shutdown: {e}");
+                    }
+                }
+            }
+            failed = again;
         }
     }
 }

@@ -106,7 +106,7 @@ pub async fn start(
     let mut diags = Vec::new();
     let mut devices = Vec::new();
     for device in &robot.devices {
-        let (wtx, wrx) = crate::device::write_channel();
+        let (wtx, wrx) = crate::device::write_channel(device.commands.len());
         let (link_tx, link_rx) = watch::channel(false);
         let streams: Vec<StreamPublisher> = device
             .streams

@@ -31,8 +31,14 @@ pub struct Writes {
 /// Commands a device may have queued; the queue is short so a stalled device is noticed.
 pub const COMMAND_QUEUE: usize = 64;
 
-pub fn write_channel() -> (WriteSender, Writes) {
-    let (safe_tx, safe_rx) = mpsc::channel(16);
+/// Why a write was refused while its device is away.
+pub const DISCONNECTED: &str = "device is disconnected";
+
+/// The write queues of a device with `actuators` command routes. The safe queue holds
+/// several rounds of safe values for every actuator (e-stop, deadman and broker loss can
+/// each ask at once), so none is turned away.
+pub fn write_channel(actuators: usize) -> (WriteSender, Writes) {
+    let (safe_tx, safe_rx) = mpsc::channel(16 + 4 * actuators);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     (
         WriteSender {
@@ -97,14 +103,14 @@ pub(crate) async fn wait_to_retry(
     writes: &mut Writes,
 ) -> bool {
     loop {
-        if !writes.refuse_all("device is disconnected") {
+        if !writes.refuse_all(DISCONNECTED) {
             return false;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => return true,
             _ = shutdown.changed() => return false,
             req = writes.next() => match req {
-                Some(req) => refuse(req, "device is disconnected"),
+                Some(req) => refuse(req, DISCONNECTED),
                 None => return false,
             },
         }
@@ -157,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_safe_write_goes_first_even_behind_a_full_command_queue() {
-        let (tx, mut writes) = write_channel();
+        let (tx, mut writes) = write_channel(1);
         let mut answers = Vec::new();
         for i in 0..COMMAND_QUEUE {
             let (r, rx) = req(&format!("D {i}"));
@@ -181,9 +187,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_safe_queue_takes_several_rounds_of_safe_values_for_every_actuator() {
+        // E-stop, deadman and broker loss can each queue every actuator's safe values
+        // before the driver takes any.
+        let actuators = 40;
+        let (tx, _writes) = write_channel(actuators);
+        for i in 0..3 * actuators {
+            let (r, _) = req(&format!("S {i}"));
+            assert!(tx.safe.try_send(r).is_ok(), "safe write {i} turned away");
+        }
+    }
+
     #[tokio::test]
     async fn a_command_whose_ack_gave_up_is_not_written() {
-        let (tx, mut writes) = write_channel();
+        let (tx, mut writes) = write_channel(1);
         let (abandoned, rx) = req("D 1");
         drop(rx);
         tx.commands.try_send(abandoned).unwrap();

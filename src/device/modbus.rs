@@ -402,18 +402,31 @@ impl ModbusTask {
             refuse(req, "this device takes Modbus register writes");
             return None;
         };
+        let unit_of = |op: &WriteOp| match op {
+            WriteOp::Coil { unit, .. } | WriteOp::Registers { unit, .. } => *unit,
+        };
+        // Units that are failing go last, keeping the configured order otherwise: a dead
+        // drive on the bus must not keep a live one from its safe value, since a failed
+        // write ends the attempt (the port is resynced before the next request).
+        let mut order: Vec<&WriteOp> = ops.iter().collect();
+        order.sort_by_key(|op| self.units.get(&unit_of(op)).is_some_and(|u| u.failures > 0));
         let mut result = Ok(());
         let mut reopen = None;
-        for op in ops {
-            let unit = match op {
-                WriteOp::Coil { unit, .. } | WriteOp::Registers { unit, .. } => *unit,
-            };
+        for (k, op) in order.iter().enumerate() {
+            let unit = unit_of(op);
             let r = self.write_op(ctx, op).await;
             if let Some(end) = self.record(unit, &r) {
                 reopen = Some(end);
             }
             if let Err(f) = r {
-                result = Err(format!("unit {unit}: {f}"));
+                result = Err(if k == 0 {
+                    format!("unit {unit}: {f}")
+                } else {
+                    format!(
+                        "unit {unit}: {f} (after {k} of {} writes went out)",
+                        ops.len()
+                    )
+                });
                 break;
             }
         }

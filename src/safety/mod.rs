@@ -84,7 +84,15 @@ impl Actuator {
                         ))
                     }
                     OutOfRange::Clamp => {
-                        let _ = message.set_path(&l.path, &Scalar::Float(v.clamp(l.min, l.max)));
+                        // A field that cannot take the clamped value (an integer field with
+                        // fractional limits) is refused: the original must never go out.
+                        let c = v.clamp(l.min, l.max);
+                        if let Err(e) = message.set_path(&l.path, &Scalar::Float(c)) {
+                            return Verdict::Reject(format!(
+                                "{} = {v} is outside the limits [{}, {}] and cannot be clamped to {c}: {e}",
+                                l.path, l.min, l.max
+                            ));
+                        }
                     }
                 }
             }
@@ -348,6 +356,32 @@ mod tests {
             a.check(&twist(0.1, 0.0, None), Instant::now(), WALL, false),
             Verdict::Apply { .. }
         ));
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_clamped_into_its_field_is_rejected_not_passed_through() {
+        // An integer field whose limits are fractional: the clamped value does not fit it,
+        // and the out-of-range original must not go out instead.
+        let mut spec = spec(OutOfRange::Clamp);
+        spec.msg_type = MessageType::Frame;
+        spec.limits = vec![Limit {
+            path: "id".into(),
+            min: 768.0,
+            max: 1023.5,
+        }];
+        let mut a = Actuator::new(spec);
+        let mut m = MessageType::Frame.new_message();
+        m.set_path("id", &Scalar::Int(0x500)).unwrap();
+        let cmd = DecodedCommand {
+            id: rmpv::Value::Nil,
+            message: m,
+            stamp: None,
+        };
+        let v = a.check(&cmd, Instant::now(), WALL, false);
+        assert!(
+            matches!(v, Verdict::Reject(ref r) if r.contains("cannot be clamped")),
+            "{v:?}"
+        );
     }
 
     #[test]

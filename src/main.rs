@@ -195,6 +195,32 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
+/// Writes to stdout and flushes. A reader that went away (`botbus check ... | head`) ends
+/// the command quietly with exit code 0, as it does for other Unix tools.
+fn emit(text: std::fmt::Arguments) -> Result<()> {
+    emit_with(text, "")
+}
+
+fn emit_with(text: std::fmt::Arguments, end: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = out
+        .write_fmt(text)
+        .and_then(|()| out.write_all(end.as_bytes()))
+        .and_then(|()| out.flush());
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(Exit(0))),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
+}
+
+/// `println!` through [`emit`], returning from the command when stdout is gone.
+macro_rules! out {
+    () => { emit(format_args!("\n"))? };
+    ($($arg:tt)*) => { emit_with(format_args!($($arg)*), "\n")? };
+}
+
 fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(UsageError(e.to_string()))
 }
@@ -305,8 +331,8 @@ async fn run_command(cli: Cli) -> Result<()> {
                 .file
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in defaults".into());
-            println!("settings: {origin}; broker {}", s.mqtt.url);
-            println!(
+            out!("settings: {origin}; broker {}", s.mqtt.url);
+            out!(
                 "robot {} ({}): {} devices",
                 robot.id,
                 robot.file.display(),
@@ -317,7 +343,7 @@ async fn run_command(cli: Cli) -> Result<()> {
                     .min_interval
                     .map(|i| format!("  max {:.3} Hz", 1.0 / i.as_secs_f64()))
                     .unwrap_or_default();
-                println!(
+                out!(
                     "  stream  {:<40} {:<26} qos {}{}  device {}{}",
                     topics.sensor(&st.sensor),
                     st.msg_type.name(),
@@ -328,7 +354,7 @@ async fn run_command(cli: Cli) -> Result<()> {
                 );
             }
             for (d, c) in robot.commands() {
-                println!(
+                out!(
                     "  command {:<40} {:<26} qos 1  device {}  ack {}",
                     topics.command(&c.actuator),
                     c.msg_type.name(),
@@ -337,14 +363,14 @@ async fn run_command(cli: Cli) -> Result<()> {
                 );
             }
             for t in [topics.status(), topics.catalog()] {
-                println!("  meta    {t:<40} qos 1 retained");
+                out!("  meta    {t:<40} qos 1 retained");
             }
-            println!(
+            out!(
                 "  meta    {:<40} qos 0 every {} s",
                 topics.diagnostics(),
                 s.diagnostics.period_s
             );
-            println!("ok");
+            out!("ok");
         }
         Command::Demo { seconds, port } => {
             let settings = Settings::default();
@@ -378,25 +404,26 @@ async fn run_command(cli: Cli) -> Result<()> {
             }
             for s in &sims {
                 match &s.linked {
-                    Some(l) => println!(
+                    Some(l) => out!(
                         "{} ({}): {} <- {}",
                         s.name,
                         s.protocol,
                         s.endpoint,
                         l.display()
                     ),
-                    None => println!("{} ({}): {}", s.name, s.protocol, s.endpoint),
+                    None => out!("{} ({}): {}", s.name, s.protocol, s.endpoint),
                 }
             }
-            use std::io::Write;
-            std::io::stdout().flush()?;
+            emit(format_args!(""))?;
             let sig = shutdown_signal();
             tokio::pin!(sig);
             loop {
                 tokio::select! {
                     _ = &mut sig => break,
                     r = rx.recv() => match r {
-                        Some(r) => println!("{} received: {}", r.device, r.line),
+                        Some(r) => if emit(format_args!("{} received: {}\n", r.device, r.line)).is_err() {
+                            break;
+                        },
                         None => break,
                     }
                 }
@@ -426,9 +453,9 @@ async fn run_command(cli: Cli) -> Result<()> {
             .await?;
             use botbus::fleet::cmd::CmdOutcome;
             match &outcome {
-                CmdOutcome::Accepted(a) => println!("{a}"),
+                CmdOutcome::Accepted(a) => out!("{a}"),
                 CmdOutcome::Rejected(a) => {
-                    println!("{a}");
+                    out!("{a}");
                     let reason = a
                         .get("error")
                         .and_then(|e| e.as_str())
@@ -446,9 +473,12 @@ async fn run_command(cli: Cli) -> Result<()> {
             let listing = listen(opts, Duration::from_secs_f64(wait_s)).await?;
             let robots = listing.robots();
             if json {
-                println!("{}", serde_json::to_string_pretty(&robots)?);
+                out!("{}", serde_json::to_string_pretty(&robots)?);
             } else {
-                print!("{}", botbus::fleet::list::render_robots(&robots));
+                emit(format_args!(
+                    "{}",
+                    botbus::fleet::list::render_robots(&robots)
+                ))?;
             }
         }
         Command::Topic { command } => match command {
@@ -489,16 +519,22 @@ async fn run_command(cli: Cli) -> Result<()> {
                 let robots = listing.robots();
                 let topics = listing.topics(&prefix, window);
                 if json {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::to_string_pretty(
                             &serde_json::json!({"robots": robots, "topics": topics})
                         )?
                     );
                 } else {
-                    print!("{}", botbus::fleet::list::render_robots(&robots));
-                    println!();
-                    print!("{}", botbus::fleet::list::render_topics(&topics));
+                    emit(format_args!(
+                        "{}",
+                        botbus::fleet::list::render_robots(&robots)
+                    ))?;
+                    out!();
+                    emit(format_args!(
+                        "{}",
+                        botbus::fleet::list::render_topics(&topics)
+                    ))?;
                 }
             }
             TopicCommand::Hz {
@@ -531,13 +567,12 @@ async fn run_command(cli: Cli) -> Result<()> {
                         _ = tick.tick() => {
                             let lines = hz.report();
                             if lines.is_empty() {
-                                println!("(no messages yet on {filter})");
+                                out!("(no messages yet on {filter})");
                             }
                             for l in lines {
-                                println!("{l}");
+                                out!("{l}");
                             }
-                            use std::io::Write;
-                            std::io::stdout().flush()?;
+                            emit(format_args!(""))?;
                         }
                         _ = tokio::time::sleep_until(end.unwrap_or(far)), if end.is_some() => break,
                         _ = &mut sig => break,
@@ -579,7 +614,11 @@ fn main() -> ExitCode {
             ExitCode::from(e.downcast_ref::<Exit>().map_or(1, |x| x.0))
         }
         Err(e) => {
-            let code = if e.downcast_ref::<UsageError>().is_some() {
+            let invalid_input = matches!(
+                e.downcast_ref::<botbus::fleet::echo::ToolError>(),
+                Some(botbus::fleet::echo::ToolError::Invalid(_))
+            );
+            let code = if invalid_input || e.downcast_ref::<UsageError>().is_some() {
                 2
             } else {
                 1

@@ -6,6 +6,6 @@ mod validate;
 
 pub use settings::{LoadedSettings, Settings, SettingsError};
 pub use validate::{
-    CommandRender, CommandSpec, Device, Limit, Problem, ProtocolSpec, Robot, RobotFileError,
-    SerialSpec, StreamSelect, StreamSpec, TransportSpec, RESERVED_SEGMENTS,
+    valid_name, CommandRender, CommandSpec, Device, Limit, Problem, ProtocolSpec, Robot,
+    RobotFileError, SerialSpec, StreamSelect, StreamSpec, TransportSpec, RESERVED_SEGMENTS,
 };

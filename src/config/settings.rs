@@ -176,7 +176,9 @@ impl Settings {
             config::Environment::with_prefix("BOTBUS")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true)
+                // Values stay strings until serde asks for a number or a bool, so a
+                // password `007123` or a prefix `007` is used exactly as given.
+                .try_parsing(false)
                 .source(Some(env)),
         );
         let invalid = |e: config::ConfigError| SettingsError::Invalid {
@@ -309,6 +311,32 @@ mod tests {
         .settings;
         assert_eq!(s.mqtt.url, "mqtt://127.0.0.1:1999");
         assert_eq!(s.mqtt.keep_alive_s, 9);
+    }
+
+    #[test]
+    fn environment_strings_are_kept_as_given_and_numbers_still_parse() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("BOTBUS_MQTT__PASSWORD", "007123"),
+                ("BOTBUS_MQTT__TOPIC_PREFIX", "007"),
+                ("BOTBUS_MQTT__CLIENT_ID", "True"),
+                ("BOTBUS_MQTT__USERNAME", "1e2"),
+                ("BOTBUS_MQTT__KEEP_ALIVE_S", "7"),
+                ("BOTBUS_DIAGNOSTICS__PERIOD_S", "0.5"),
+            ]),
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(s.mqtt.password, "007123");
+        assert_eq!(s.mqtt.topic_prefix, "007");
+        assert_eq!(s.mqtt.client_id, "True");
+        assert_eq!(s.mqtt.username, "1e2");
+        assert_eq!(s.mqtt.keep_alive_s, 7);
+        assert_eq!(s.diagnostics.period_s, 0.5);
+        let e = Settings::load_with_env(None, env(&[("BOTBUS_MQTT__KEEP_ALIVE_S", "soon")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("keep_alive_s"), "{e}");
     }
 
     #[test]

@@ -370,7 +370,6 @@ impl Validator {
             Ok(d) => d,
             Err(p) => {
                 self.problems.push(p);
-                // Still report problems in the streams and commands.
                 // Still check the streams and commands, as far as they stand alone.
                 if protocol == "nmea" {
                     let streams: Vec<NmeaStreamConfig> =
@@ -378,6 +377,15 @@ impl Validator {
                     for (i, st) in streams.into_iter().enumerate() {
                         self.nmea_stream(st, &format!("{at}.streams[{i}]"), "");
                     }
+                } else if protocol == "modbus" {
+                    // Their deeper checks need the device (units, registers): keys only.
+                    let _: Vec<ModbusStreamConfig> = self.parse_items(stream_items, at, "streams");
+                    let _: Vec<ModbusCommandConfig> =
+                        self.parse_items(command_items, at, "commands");
+                } else if protocol != "lines" {
+                    // CAN: the DBC is the device's; keys only.
+                    let _: Vec<CanStreamConfig> = self.parse_items(stream_items, at, "streams");
+                    let _: Vec<CanCommandConfig> = self.parse_items(command_items, at, "commands");
                 } else {
                     let streams: Vec<LinesStreamConfig> =
                         self.parse_items(stream_items, at, "streams");
@@ -452,18 +460,8 @@ impl Validator {
     /// Checks a robot id, sensor or actuator name: `[A-Za-z0-9_-]` segments, joined by `/`
     /// where `segments` allows it, and no reserved first segment.
     fn check_name(&mut self, at: &str, name: &str, segments: bool) -> bool {
-        let parts: Vec<&str> = if segments {
-            name.split('/').collect()
-        } else {
-            vec![name]
-        };
-        let ok = !name.is_empty()
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            });
-        if !ok {
+        let parts: Vec<&str> = name.split('/').collect();
+        if !valid_name(name, segments) {
             let what = if segments {
                 "segments of letters, digits, `_` or `-`, joined by `/`"
             } else {
@@ -1619,6 +1617,21 @@ fn flatten(v: &toml::Value, prefix: &str, out: &mut Vec<(String, toml::Value)>) 
     }
 }
 
+/// Whether `name` is a valid robot id (`segments` false) or sensor/actuator name
+/// (`segments` true: `[A-Za-z0-9_-]` segments joined by `/`). Reserved names aside.
+pub fn valid_name(name: &str, segments: bool) -> bool {
+    let seg_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if segments {
+        name.split('/').all(seg_ok)
+    } else {
+        seg_ok(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1777,6 +1790,50 @@ format = "kv"
         );
         assert!(
             p.iter().any(|l| l.contains("duplicate sensor `x`")),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_device_key_on_modbus_and_can_devices_is_the_only_problem_reported() {
+        let p = problems(
+            r#"
+id = "r1"
+[[devices]]
+name = "drive"
+protocol = "modbus"
+tcp = "h:502"
+timout_ms = 200
+  [[devices.streams]]
+  sensor = "drive/state"
+  type = "map"
+  poll_hz = 10
+  registers = [{ name = "rpm", unit = 1, kind = "holding", address = 0 }]
+  [[devices.commands]]
+  actuator = "drive/speed"
+  type = "std_msgs/Float64"
+  writes = [{ field = "data", unit = 1, address = 10 }]
+  safe = { data = 0.0 }
+[[devices]]
+name = "can"
+protocol = "slcan"
+tcp = "h:1"
+dbcc = "x.dbc"
+  [[devices.streams]]
+  sensor = "can/raw"
+  type = "can_msgs/Frame"
+  ids = [0x10]
+  [[devices.streams]]
+  sensor = "can/bad"
+  type = "can_msgs/Frame"
+  idz = [0x10]
+"#,
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p[0].contains("devices[0].timout_ms: unknown field"), "{p:#?}");
+        assert!(p[1].contains("devices[1].dbcc: unknown field"), "{p:#?}");
+        assert!(
+            p[2].contains("devices[1].streams[1].idz: unknown field"),
             "{p:#?}"
         );
     }

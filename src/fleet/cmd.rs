@@ -37,6 +37,17 @@ pub async fn send_command(
     command: serde_json::Value,
     timeout: Duration,
 ) -> Result<CmdOutcome, ToolError> {
+    let valid = crate::config::valid_name;
+    if !valid(robot, false) {
+        return Err(ToolError::Invalid(format!(
+            "`{robot}` is not a robot id: use letters, digits, `_` or `-`"
+        )));
+    }
+    if !valid(actuator, true) {
+        return Err(ToolError::Invalid(format!(
+            "`{actuator}` is not an actuator name: use segments of letters, digits, `_` or `-`, joined by `/`"
+        )));
+    }
     if !command.is_object() {
         return Err(ToolError::Invalid(
             "a command is a JSON object, e.g. {\"linear\": {\"x\": 0.5}}".into(),

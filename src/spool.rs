@@ -101,6 +101,9 @@ pub struct Spool {
     last_fsync: Instant,
     dirty_since_fsync: bool,
     unreadable: u64,
+    /// Ids that `drop_oldest` removed while they were in flight: a PUBACK still makes them
+    /// delivered; a connection that ends first makes them lost.
+    evicted_in_flight: BTreeSet<u64>,
 }
 
 fn encode(m: &Outgoing, out: &mut Vec<u8>) {
@@ -249,6 +252,7 @@ impl Spool {
             last_fsync: Instant::now(),
             dirty_since_fsync: false,
             unreadable: 0,
+            evicted_in_flight: BTreeSet::new(),
         };
         recovery.segments = spool.segments.len();
         recovery.pending = spool.len();
@@ -311,7 +315,13 @@ impl Spool {
         let lo = seg.first.max(self.head);
         let hi = seg.end();
         let acked_inside = self.acked.range(lo..hi).count() as u64;
-        let lost = hi.saturating_sub(lo) - acked_inside;
+        // Those already handed out for sending are not lost yet: see `evicted_in_flight`.
+        let sent_end = self.cursor.clamp(lo, hi.max(lo));
+        let in_flight: Vec<u64> = (lo..sent_end)
+            .filter(|id| !self.acked.contains(id))
+            .collect();
+        let lost = hi.saturating_sub(lo) - acked_inside - in_flight.len() as u64;
+        self.evicted_in_flight.extend(in_flight);
         self.acked = self.acked.split_off(&hi);
         self.head = self.head.max(hi);
         self.cursor = self.cursor.max(self.head);
@@ -434,7 +444,8 @@ impl Spool {
         self.ack(id);
     }
 
-    /// Records found unreadable since the last call, to be counted as dropped.
+    /// Records lost since the last call (unreadable, or evicted by the size cap while in
+    /// flight and then not acknowledged), to be counted as dropped.
     pub fn take_unreadable(&mut self) -> u64 {
         std::mem::take(&mut self.unreadable)
     }
@@ -446,7 +457,11 @@ impl Spool {
 
     /// The broker acknowledged message `id`.
     pub fn ack(&mut self, id: u64) {
-        if id < self.head || id >= self.next_id {
+        if id < self.head {
+            self.evicted_in_flight.remove(&id);
+            return;
+        }
+        if id >= self.next_id {
             return;
         }
         self.acked.insert(id);
@@ -469,6 +484,9 @@ impl Spool {
     /// The connection dropped: everything not acknowledged is to be sent again, in order.
     pub fn rewind(&mut self) {
         self.cursor = self.head;
+        // Evicted while in flight and never acknowledged: gone for good.
+        self.unreadable += self.evicted_in_flight.len() as u64;
+        self.evicted_in_flight.clear();
     }
 
     fn flush_writes(&mut self) -> Result<(), SpoolError> {
@@ -693,6 +711,35 @@ mod tests {
         assert_eq!(sent.len() as u64, s.len());
         assert_eq!(*sent.last().unwrap(), 9_999, "the newest survive");
         assert!(sent.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn drop_oldest_counts_in_flight_messages_only_once_their_connection_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 64 * 1024, true).unwrap();
+        let mut dropped = 0;
+        for i in 0..100 {
+            dropped += s.append(&msg(i)).unwrap().dropped;
+        }
+        // Ten handed out for sending, awaiting their PUBACK.
+        let sent: Vec<Outgoing> = (0..10).map(|_| s.next_to_send().unwrap().unwrap()).collect();
+        for i in 100..10_000 {
+            dropped += s.append(&msg(i)).unwrap().dropped;
+        }
+        assert!(s.head > 10, "the oldest segment went, with the ten in flight");
+        // Five are acknowledged after all: delivered, not dropped.
+        for m in &sent[..5] {
+            s.ack(m.spool_id.unwrap());
+        }
+        assert_eq!(s.take_unreadable(), 0);
+        // The connection ends: the other five can never be sent again.
+        s.rewind();
+        dropped += s.take_unreadable();
+        assert_eq!(
+            dropped + 5 + s.len(),
+            10_000,
+            "every message is delivered, kept or counted as dropped, once"
+        );
     }
 
     #[test]

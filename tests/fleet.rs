@@ -769,6 +769,30 @@ async fn cmd_exits_0_with_the_ack_1_with_the_reason_and_3_without_an_ack() {
     );
 }
 
+#[tokio::test]
+async fn tool_input_errors_exit_2_with_one_line_and_publish_nothing() {
+    // Port 1 has no broker: each of these must be refused before any connection.
+    let url = "mqtt://127.0.0.1:1";
+    for args in [
+        &["cmd", "r1", "drive", "5", "--url", url][..],
+        &["cmd", "r1", "drive", "{not json", "--url", url],
+        &["cmd", "r1", "+", "{}", "--url", url],
+        &["cmd", "r/1", "drive", "{}", "--url", url],
+        &["topic", "pub", "robot/r1/cmd/+", "{}", "--url", url],
+        &["topic", "pub", "robot/r1/x", "{}", "--qos", "3", "--url", url],
+        &["topic", "echo", "robot/#/x", "--url", url],
+    ] {
+        let run = botbus(args).await;
+        assert_eq!(run.code, Some(2), "{args:?}:\n{run}");
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{args:?}:\n{run}");
+        assert!(run.stderr.starts_with("botbus: "), "{args:?}:\n{run}");
+        assert!(
+            !run.stderr.contains("broker") && !run.stderr.contains("reach"),
+            "refused before connecting: {args:?}:\n{run}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The library API
 

@@ -898,6 +898,38 @@ fn check_accepts_a_good_robot_file_and_lists_its_topics() {
     assert!(stderr.trim().is_empty(), "{stderr}");
 }
 
+#[test]
+fn check_exits_quietly_when_its_reader_has_gone_away() {
+    // `botbus check ... | head -1`: the reader leaves before the listing is written. Its
+    // read end is closed before botbus starts, so the very first write fails.
+    let dir = tempfile::tempdir().unwrap();
+    let robot = write_file(
+        dir.path(),
+        "good.toml",
+        &gps_and_base_robot("pipe-robot", Path::new("/dev/ttyUSB0"), Path::new("/dev/ttyACM0")),
+    );
+    let (read_end, write_end) = nix::unistd::pipe().expect("a pipe");
+    drop(read_end);
+    let mut cmd = std::process::Command::new(botbus_bin());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BOTBUS_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .arg("check")
+        .arg("--robot")
+        .arg(&robot)
+        .current_dir(dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run botbus check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
 #[tokio::test]
 async fn topic_echo_count_prints_json_lines_with_the_decoded_payload() {
     let broker = Mosquitto::start();

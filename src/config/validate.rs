@@ -1830,7 +1830,10 @@ dbcc = "x.dbc"
 "#,
         );
         assert_eq!(p.len(), 3, "{p:#?}");
-        assert!(p[0].contains("devices[0].timout_ms: unknown field"), "{p:#?}");
+        assert!(
+            p[0].contains("devices[0].timout_ms: unknown field"),
+            "{p:#?}"
+        );
         assert!(p[1].contains("devices[1].dbcc: unknown field"), "{p:#?}");
         assert!(
             p[2].contains("devices[1].streams[1].idz: unknown field"),

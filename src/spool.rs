@@ -722,11 +722,16 @@ mod tests {
             dropped += s.append(&msg(i)).unwrap().dropped;
         }
         // Ten handed out for sending, awaiting their PUBACK.
-        let sent: Vec<Outgoing> = (0..10).map(|_| s.next_to_send().unwrap().unwrap()).collect();
+        let sent: Vec<Outgoing> = (0..10)
+            .map(|_| s.next_to_send().unwrap().unwrap())
+            .collect();
         for i in 100..10_000 {
             dropped += s.append(&msg(i)).unwrap().dropped;
         }
-        assert!(s.head > 10, "the oldest segment went, with the ten in flight");
+        assert!(
+            s.head > 10,
+            "the oldest segment went, with the ten in flight"
+        );
         // Five are acknowledged after all: delivered, not dropped.
         for m in &sent[..5] {
             s.ack(m.spool_id.unwrap());

@@ -779,7 +779,16 @@ async fn tool_input_errors_exit_2_with_one_line_and_publish_nothing() {
         &["cmd", "r1", "+", "{}", "--url", url],
         &["cmd", "r/1", "drive", "{}", "--url", url],
         &["topic", "pub", "robot/r1/cmd/+", "{}", "--url", url],
-        &["topic", "pub", "robot/r1/x", "{}", "--qos", "3", "--url", url],
+        &[
+            "topic",
+            "pub",
+            "robot/r1/x",
+            "{}",
+            "--qos",
+            "3",
+            "--url",
+            url,
+        ],
         &["topic", "echo", "robot/#/x", "--url", url],
     ] {
         let run = botbus(args).await;

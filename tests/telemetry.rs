@@ -906,7 +906,11 @@ fn check_exits_quietly_when_its_reader_has_gone_away() {
     let robot = write_file(
         dir.path(),
         "good.toml",
-        &gps_and_base_robot("pipe-robot", Path::new("/dev/ttyUSB0"), Path::new("/dev/ttyACM0")),
+        &gps_and_base_robot(
+            "pipe-robot",
+            Path::new("/dev/ttyUSB0"),
+            Path::new("/dev/ttyACM0"),
+        ),
     );
     let (read_end, write_end) = nix::unistd::pipe().expect("a pipe");
     drop(read_end);

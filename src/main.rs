@@ -272,6 +272,7 @@ fn tool_settings(conn: &ConnArgs) -> Result<Settings> {
     if let Some(p) = path(&conn.key_file) {
         s.mqtt.key_file = p;
     }
+    s.validate().map_err(usage)?;
     Ok(s)
 }
 

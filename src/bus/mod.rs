@@ -36,7 +36,18 @@ pub struct BrokerUrl {
 
 impl BrokerUrl {
     pub fn parse(text: &str) -> Result<BrokerUrl, String> {
+        // Errors quote the URL, but never a password written into it.
+        let shown = match (text.find("://"), text.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
+            _ => text.to_string(),
+        };
+        let text = shown.as_str();
         let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        if text.contains("***@") {
+            return Err(format!(
+                "`{text}`: credentials in the URL are not used; set mqtt.username and mqtt.password_file (or BOTBUS_MQTT__PASSWORD)"
+            ));
+        }
         let tls = match url.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" | "tls" => true,
@@ -365,5 +376,9 @@ mod tests {
         assert_eq!(BrokerUrl::parse("ssl://[::1]").unwrap().host, "::1");
         assert!(BrokerUrl::parse("http://x").unwrap_err().contains("scheme"));
         assert!(BrokerUrl::parse("nonsense").is_err());
+        let e = BrokerUrl::parse("mqtt://user:s3cr3t@host:1883").unwrap_err();
+        assert!(e.contains("mqtt.username") && !e.contains("s3cr3t"), "{e}");
+        let e = BrokerUrl::parse("mqtt://user:s3cr3t@bad host").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
     }
 }

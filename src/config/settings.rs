@@ -196,7 +196,9 @@ impl Settings {
         Ok(settings)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the values (and that the files they name can be read), as loading does;
+    /// for settings changed after loading, e.g. by a tool's command-line options.
+    pub fn validate(&self) -> Result<(), String> {
         let m = &self.mqtt;
         crate::bus::BrokerUrl::parse(&m.url).map_err(|e| format!("mqtt.url: {e}"))?;
         if m.protocol != 3 && m.protocol != 5 {
@@ -218,6 +220,20 @@ impl Settings {
             return Err(
                 "mqtt.cert_file and mqtt.key_file: client authentication needs both".into(),
             );
+        }
+        if m.username.is_empty() && (!m.password.is_empty() || !m.password_file.is_empty()) {
+            return Err("mqtt.password: a password needs mqtt.username too".into());
+        }
+        for (key, path) in [
+            ("password_file", &m.password_file),
+            ("ca_file", &m.ca_file),
+            ("cert_file", &m.cert_file),
+            ("key_file", &m.key_file),
+        ] {
+            if !path.is_empty() {
+                std::fs::File::open(path)
+                    .map_err(|e| format!("mqtt.{key}: cannot read `{path}`: {e}"))?;
+            }
         }
         let p = self.diagnostics.period_s;
         if !(0.01..=86_400.0).contains(&p) {
@@ -337,6 +353,29 @@ mod tests {
         let e = Settings::load_with_env(None, env(&[("BOTBUS_MQTT__KEEP_ALIVE_S", "soon")]))
             .unwrap_err();
         assert!(e.to_string().contains("keep_alive_s"), "{e}");
+    }
+
+    #[test]
+    fn files_that_cannot_be_read_and_a_password_without_a_user_are_refused() {
+        for key in ["PASSWORD_FILE", "CA_FILE"] {
+            let var = format!("BOTBUS_MQTT__{key}");
+            let e = Settings::load_with_env(
+                None,
+                env(&[(&var, "/nonexistent/x.pem"), ("BOTBUS_MQTT__USERNAME", "u")]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!("mqtt.{}", key.to_lowercase()))
+                    && e.contains("/nonexistent/x.pem"),
+                "{e}"
+            );
+        }
+        let e = Settings::load_with_env(None, env(&[("BOTBUS_MQTT__PASSWORD", "hunter2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt.username"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

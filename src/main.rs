@@ -363,6 +363,12 @@ async fn run_command(cli: Cli) -> Result<()> {
                     topics.ack(&c.actuator)
                 );
             }
+            out!(
+                "  command {:<40} {:<26} qos 1  all actuators  ack {}",
+                topics.command("estop"),
+                "{\"engage\": bool}",
+                topics.ack("estop")
+            );
             for t in [topics.status(), topics.catalog()] {
                 out!("  meta    {t:<40} qos 1 retained");
             }

@@ -207,8 +207,14 @@ impl Settings {
         if m.protocol == 5 {
             return Err("mqtt.protocol: MQTT 5 is not supported by this build yet; use 3 (MQTT 3.1.1), which every broker speaks".into());
         }
-        if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
-            return Err("mqtt.topic_prefix: must be non-empty and free of MQTT wildcards".into());
+        if m.topic_prefix.split('/').any(|seg| seg.is_empty())
+            || m.topic_prefix.contains(['+', '#'])
+            || m.topic_prefix.starts_with('$')
+        {
+            return Err(format!(
+                "mqtt.topic_prefix: `{}` must be one or more non-empty levels joined by `/`, without MQTT wildcards or a leading `$`",
+                m.topic_prefix
+            ));
         }
         if m.max_payload_bytes < 64 {
             return Err("mqtt.max_payload_bytes: must be at least 64".into());
@@ -376,6 +382,19 @@ mod tests {
             .to_string();
         assert!(e.contains("mqtt.username"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn topic_prefixes_with_empty_levels_wildcards_or_a_dollar_are_refused() {
+        for bad in ["", "robot/", "/robot", "a//b", "robot/+", "#", "$SYS"] {
+            let e = Settings::load_with_env(None, env(&[("BOTBUS_MQTT__TOPIC_PREFIX", bad)]))
+                .unwrap_err();
+            assert!(e.to_string().contains("mqtt.topic_prefix"), "{bad:?}: {e}");
+        }
+        for good in ["robot", "fleet/eu-1"] {
+            let s = Settings::load_with_env(None, env(&[("BOTBUS_MQTT__TOPIC_PREFIX", good)]));
+            assert!(s.is_ok(), "{good:?}");
+        }
     }
 
     #[test]

@@ -96,6 +96,52 @@ fn map_message(pairs: Vec<(rmpv::Value, rmpv::Value)>) -> Result<MapMessage, Str
     Ok(m)
 }
 
+/// Refuses what serde would read leniently: map keys that are not strings (an integer
+/// key reads as a field index) and arrays where the type has no array (an array reads
+/// as a positional struct, `{"linear": [0.5]}` as `linear.x = 0.5`).
+fn check_shape(v: &rmpv::Value, path: &mut String, msg_type: MessageType) -> Result<(), String> {
+    match v {
+        rmpv::Value::Map(pairs) => {
+            let len = path.len();
+            for (k, item) in pairs {
+                let Some(k) = k.as_str() else {
+                    return Err(format!(
+                        "`{}`: field names must be strings, not {k}",
+                        if path.is_empty() {
+                            "(top)"
+                        } else {
+                            path.as_str()
+                        }
+                    ));
+                };
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                check_shape(item, path, msg_type)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        rmpv::Value::Array(items) => {
+            if msg_type.kind_of(path) == Some(crate::messages::FieldKind::Bytes) {
+                return Ok(());
+            }
+            if msg_type.kind_of(&format!("{path}[0]")).is_none() {
+                return Err(format!("`{path}` is not a list in {}", msg_type.name()));
+            }
+            let len = path.len();
+            for (i, item) in items.iter().enumerate() {
+                path.push_str(&format!("[{i}]"));
+                check_shape(item, path, msg_type)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Decodes `payload` as a command of `msg_type`. Every failure is a reason for the ack.
 pub fn decode_command(
     payload: &[u8],
@@ -134,10 +180,9 @@ pub fn decode_command(
             true
         }
     });
+    let raw = rmpv::Value::Map(pairs.clone());
     let mut path = String::new();
-    if let Some(p) = first_non_finite(&rmpv::Value::Map(pairs.clone()), &mut path) {
-        return Err(format!("`{p}` is NaN or infinite"));
-    }
+    check_shape(&raw, &mut path, msg_type)?;
     let mut header_stamp = None;
     if msg_type == MessageType::Map {
         // `map` commands carry their header beside the values.
@@ -168,6 +213,11 @@ pub fn decode_command(
             Message::Map(map_message(pairs)?)
         }
     };
+    // Decoded as the type first, then finite: the order DESIGN.md section 5 gives.
+    let mut path = String::new();
+    if let Some(p) = first_non_finite(&raw, &mut path) {
+        return Err(format!("`{p}` is NaN or infinite"));
+    }
     // A finite f64 can still overflow an f32 field (BatteryState, Range) into infinity.
     let named = rmp_serde::to_vec_named(&message).unwrap_or_default();
     if let Ok(v) = rmpv::decode::read_value(&mut &named[..]) {
@@ -196,6 +246,41 @@ mod tests {
 
     fn enc(v: serde_json::Value) -> Vec<u8> {
         rmp_serde::to_vec_named(&v).unwrap()
+    }
+
+    #[test]
+    fn arrays_for_structs_and_integer_keys_are_refused_not_read_positionally() {
+        let e = decode_command(
+            &enc(serde_json::json!({"linear": [0.5]})),
+            MessageType::Twist,
+            1024,
+        )
+        .unwrap_err();
+        assert!(e.contains("`linear` is not a list"), "{e}");
+        // {1: {0: 0.5}}
+        let p = [0x81, 0x01, 0x81, 0x00, 0xcb, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0];
+        let e = decode_command(&p, MessageType::Twist, 1024).unwrap_err();
+        assert!(e.contains("field names must be strings"), "{e}");
+        // Real lists still decode.
+        let c = decode_command(
+            &enc(serde_json::json!({"name": ["a"], "position": [0.5]})),
+            MessageType::JointState,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(c.message.get_path("position[0]"), Some(Scalar::Float(0.5)));
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_as_the_type_is_refused_for_that_before_its_nan() {
+        let mut p = vec![0x82];
+        p.extend(rmp_serde::to_vec("linear").unwrap());
+        p.extend([0x81, 0xa1, b'x', 0xcb]);
+        p.extend(f64::NAN.to_be_bytes());
+        p.extend(rmp_serde::to_vec("bogus").unwrap());
+        p.push(0x01);
+        let e = decode_command(&p, MessageType::Twist, 1024).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

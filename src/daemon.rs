@@ -101,7 +101,7 @@ pub async fn start(
             "spool holds messages from a previous run; they go out first"
         );
     }
-    let (bus, incoming) = bus::start_with(cfg, Outbox::Disk(spool));
+    let (bus, incoming) = bus::start_with(cfg, Outbox::Disk(Box::new(spool)));
 
     let mut diags = Vec::new();
     let mut devices = Vec::new();

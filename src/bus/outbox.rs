@@ -64,7 +64,7 @@ impl Backlog {
 /// The queue behind the bus: the spool, or memory.
 pub enum Outbox {
     Memory(Backlog),
-    Disk(Spool),
+    Disk(Box<Spool>),
 }
 
 impl Outbox {

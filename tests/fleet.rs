@@ -802,6 +802,34 @@ async fn tool_input_errors_exit_2_with_one_line_and_publish_nothing() {
     }
 }
 
+#[tokio::test]
+async fn topic_pub_fails_when_the_broker_never_acknowledges_a_qos_1_message() {
+    // A broker that accepts the connection and then takes everything without a PUBACK.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut buf = [0u8; 4096];
+                if sock.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = sock.write_all(&[0x20, 0x02, 0x00, 0x00]).await; // CONNACK
+                while sock.read(&mut buf).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    let run = botbus(&["topic", "pub", "a/b", "{\"x\": 1}", "--qos", "1", "--url", &url]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("did not acknowledge"), "{run}");
+    let run = botbus(&["topic", "pub", "a/b", "{\"x\": 1}", "--qos", "0", "--url", &url]).await;
+    assert_eq!(run.code, Some(0), "QoS 0 has no acknowledgement to wait for:\n{run}");
+}
+
 // ---------------------------------------------------------------------------------------
 // The library API
 

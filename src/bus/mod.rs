@@ -249,7 +249,7 @@ pub(crate) enum Command {
     Shutdown {
         last: Vec<Outgoing>,
         grace: Duration,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<bool>,
     },
 }
 
@@ -316,17 +316,22 @@ impl BusHandle {
     }
 
     /// Publishes `last` (e.g. the offline status), flushes what is in flight within
-    /// `grace`, and disconnects cleanly so the broker does not send the Will.
-    pub async fn shutdown(&self, last: Vec<Outgoing>, grace: Duration) {
+    /// `grace`, and disconnects cleanly so the broker does not send the Will. True when
+    /// the broker acknowledged everything in flight (and `last`) before the end.
+    pub async fn shutdown(&self, last: Vec<Outgoing>, grace: Duration) -> bool {
         let (done, wait) = oneshot::channel();
         if self
             .tx
             .send(Command::Shutdown { last, grace, done })
             .await
-            .is_ok()
+            .is_err()
         {
-            let _ = tokio::time::timeout(grace + Duration::from_secs(1), wait).await;
+            return false;
         }
+        matches!(
+            tokio::time::timeout(grace + Duration::from_secs(1), wait).await,
+            Ok(Ok(true))
+        )
     }
 }
 

@@ -120,7 +120,8 @@ enum Ended {
 }
 
 struct ShutdownReq {
-    done: oneshot::Sender<()>,
+    /// Answers whether everything was acknowledged before the connection closed.
+    done: oneshot::Sender<bool>,
 }
 
 pub(super) async fn run(
@@ -222,7 +223,7 @@ impl Ctx {
                     }
                     Some(c) => if let Some(s) = self.offline(c) {
                         self.close();
-                        let _ = s.done.send(());
+                        let _ = s.done.send(false);
                         return None;
                     }
                 },
@@ -364,7 +365,7 @@ impl Ctx {
                     };
                     let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
                     let (_, req) = shutting.take().unwrap();
-                    let _ = req.done.send(());
+                    let _ = req.done.send(drained);
                     break Ended::Shutdown;
                 }
             }

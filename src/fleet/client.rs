@@ -47,6 +47,8 @@ pub enum FleetError {
     },
     #[error("the connection to the broker was closed")]
     Closed,
+    #[error("the broker did not acknowledge the message on {0} in time")]
+    NotAcknowledged(String),
     #[error("cannot encode the command: {0}")]
     Encode(String),
 }

@@ -4,7 +4,7 @@
 use super::client::{FleetClient, FleetError, FleetOptions};
 use super::echo::ToolError;
 use super::json;
-use crate::bus::{qos_from_u8, Outgoing};
+use crate::bus::{qos_from_u8, Outgoing, QoS};
 use std::time::Duration;
 
 /// How a command ended, from the fleet's side.
@@ -99,6 +99,9 @@ pub async fn publish_json(
         qos_from_u8(qos),
         retain,
     );
-    bus.shutdown(vec![msg], Duration::from_secs(5)).await;
+    let qos_of_msg = msg.qos;
+    if !bus.shutdown(vec![msg], Duration::from_secs(5)).await && qos_of_msg != QoS::AtMostOnce {
+        return Err(FleetError::NotAcknowledged(topic.to_string()).into());
+    }
     Ok(())
 }

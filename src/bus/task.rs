@@ -268,7 +268,7 @@ impl Ctx {
         if lost > 0 {
             tracing::warn!(
                 messages = lost,
-                "spool records could not be read back; counted as dropped"
+                "spooled messages lost (unreadable, or evicted by the size cap and then not acknowledged); counted as dropped"
             );
             self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
         }

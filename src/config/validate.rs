@@ -285,6 +285,7 @@ impl Validator {
             }
         };
         let devices = table.remove("devices");
+        let id = table.get("id").and_then(|v| v.as_str()).map(str::to_string);
         let top: Option<RobotConfig> = match deserialize_at(toml::Value::Table(table), "") {
             Ok(r) => Some(r),
             Err(p) => {
@@ -292,22 +293,24 @@ impl Validator {
                 None
             }
         };
-        if let Some(top) = &top {
-            self.check_name("id", &top.id, false);
+        // Checked even when another top-level key is wrong, so every problem shows.
+        if let Some(id) = &id {
+            self.check_name("id", id, false);
         }
         let mut out = Vec::new();
         match devices {
             None => {}
             Some(toml::Value::Array(items)) => {
+                let raw = items.clone();
                 for (i, item) in items.into_iter().enumerate() {
                     if let Some(d) = self.device(item, &format!("devices[{i}]")) {
                         out.push(d);
                     }
                 }
+                self.check_unique(&raw);
             }
             Some(_) => self.problem("devices", "must be an array of tables ([[devices]])"),
         }
-        self.check_unique(&out);
         let top = top?;
         Some(Robot {
             id: top.id,
@@ -1502,33 +1505,47 @@ impl Validator {
         })
     }
 
-    fn check_unique(&mut self, devices: &[Device]) {
-        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut sensors: BTreeMap<&str, &str> = BTreeMap::new();
-        let mut actuators: BTreeMap<&str, &str> = BTreeMap::new();
+    /// Duplicate device, sensor and actuator names, read from the file as written, so
+    /// the key paths are exact and entries with other problems are compared too.
+    fn check_unique(&mut self, devices: &[toml::Value]) {
+        let str_at =
+            |v: &toml::Value, key: &str| v.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let list = |v: &toml::Value, key: &str| -> Vec<toml::Value> {
+            v.get(key)
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut sensors: BTreeMap<String, String> = BTreeMap::new();
+        let mut actuators: BTreeMap<String, String> = BTreeMap::new();
         for (i, d) in devices.iter().enumerate() {
-            if let Some(prev) = names.insert(&d.name, i) {
+            let name = str_at(d, "name").unwrap_or_else(|| format!("devices[{i}]"));
+            if let Some(prev) = names.insert(name.clone(), i) {
                 self.problem(
                     format!("devices[{i}].name"),
-                    format!("duplicate device name `{}` (also devices[{prev}])", d.name),
+                    format!("duplicate device name `{name}` (also devices[{prev}])"),
                 );
             }
-            for s in &d.streams {
-                if let Some(prev) = sensors.insert(&s.sensor, &d.name) {
+            for (j, st) in list(d, "streams").iter().enumerate() {
+                let Some(sensor) = str_at(st, "sensor") else {
+                    continue;
+                };
+                if let Some(prev) = sensors.insert(sensor.clone(), name.clone()) {
                     self.problem(
-                        format!("devices[{i}].streams"),
-                        format!("duplicate sensor `{}` (also on device `{prev}`)", s.sensor),
+                        format!("devices[{i}].streams[{j}].sensor"),
+                        format!("duplicate sensor `{sensor}` (also on device `{prev}`)"),
                     );
                 }
             }
-            for c in &d.commands {
-                if let Some(prev) = actuators.insert(&c.actuator, &d.name) {
+            for (k, c) in list(d, "commands").iter().enumerate() {
+                let Some(actuator) = str_at(c, "actuator") else {
+                    continue;
+                };
+                if let Some(prev) = actuators.insert(actuator.clone(), name.clone()) {
                     self.problem(
-                        format!("devices[{i}].commands"),
-                        format!(
-                            "duplicate actuator `{}` (also on device `{prev}`)",
-                            c.actuator
-                        ),
+                        format!("devices[{i}].commands[{k}].actuator"),
+                        format!("duplicate actuator `{actuator}` (also on device `{prev}`)"),
                     );
                 }
             }
@@ -1789,7 +1806,8 @@ format = "kv"
             "{p:#?}"
         );
         assert!(
-            p.iter().any(|l| l.contains("duplicate sensor `x`")),
+            p.iter()
+                .any(|l| l.contains("devices[1].streams[0].sensor: duplicate sensor `x`")),
             "{p:#?}"
         );
     }
@@ -1837,6 +1855,17 @@ dbcc = "x.dbc"
         assert!(p[1].contains("devices[1].dbcc: unknown field"), "{p:#?}");
         assert!(
             p[2].contains("devices[1].streams[1].idz: unknown field"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_id_is_reported_beside_an_unknown_top_level_key() {
+        let p = problems("id = \"r 1\"\nbogus = 1\n");
+        assert!(p.iter().any(|l| l.contains("bogus")), "{p:#?}");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("id: `r 1` is not a valid name")),
             "{p:#?}"
         );
     }

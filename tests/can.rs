@@ -1121,6 +1121,59 @@ async fn a_dbc_command_is_written_exactly_its_deadman_sends_the_safe_frame_and_b
     assert!(rig.daemon.is_running());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_command_with_a_non_numeric_signal_value_or_an_unknown_field_is_rejected_naming_it_and_writes_nothing(
+) {
+    let dir = temp_dir("botbus-can-strict-");
+    let (mut rig, mut a) = body_rig(&dir).await;
+
+    // `body/max_rpm` has no limits, so the render is all that stands between these
+    // commands and the wire. (Each command also carries an `id`, which is allowed.)
+    let ack = rig
+        .command(
+            "body/max_rpm",
+            serde_json::json!({"left": "max", "right": 10}),
+        )
+        .await;
+    assert_rejected(&ack, "left", "MAX_RPM_L given a string");
+    assert_rejected(&ack, "not a number", "MAX_RPM_L given a string");
+    let ack = rig
+        .command(
+            "body/max_rpm",
+            serde_json::json!({"left": 1, "right": 2, "lfet": 3}),
+        )
+        .await;
+    assert_rejected(&ack, "`lfet`", "a misspelt field");
+    assert_rejected(&ack, "unknown field", "a misspelt field");
+    // On an actuator with limits and a deadman, a misspelt field is refused just the same.
+    let ack = rig
+        .command(
+            "body/torque",
+            serde_json::json!({"left": 1, "right": 2, "rigth": 3}),
+        )
+        .await;
+    assert_rejected(&ack, "`rigth`", "a misspelt torque field");
+    a.expect_silence(QUIET, "after map commands with bad fields")
+        .await;
+
+    // The same commands without the bad field are written exactly: 1 = 0x0001, 2 = 0x0002,
+    // CHECKSUM 0; then the torque deadman's safe frame.
+    let ack = rig
+        .command("body/max_rpm", serde_json::json!({"left": 1, "right": 2}))
+        .await;
+    assert_ok(&ack, "max rpm 1/2");
+    assert_eq!(a.line("the max rpm frame").await, "t25150001000200");
+    let ack = rig
+        .command("body/torque", serde_json::json!({"left": 1, "right": 2}))
+        .await;
+    assert_ok(&ack, "torque 1/2");
+    assert_eq!(a.line("the torque frame").await, "t2506000100020000");
+    assert_eq!(a.line("the deadman's safe frame").await, SAFE_FRAMES[0]);
+    a.expect_silence(QUIET, "after the deadman's safe frame")
+        .await;
+    assert!(rig.daemon.is_running());
+}
+
 /// A `can_msgs/Frame` command. Its `id` is the CAN identifier, so the ack echoes that.
 fn raw_frame(id: u64, data: rmpv::Value, dlc: u64) -> rmpv::Value {
     rmpv::Value::Map(vec![

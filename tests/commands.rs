@@ -169,6 +169,8 @@ fn rss_kib(pid: i32) -> u64 {
 struct Rig {
     // Dropped in this order: the daemon first, the broker last.
     daemon: Daemon,
+    /// Between the daemon and the broker, for tests that cut the daemon's link.
+    proxy: Option<Proxy>,
     sub: Subscriber,
     dev: Actuator,
     toml: String,
@@ -178,10 +180,37 @@ struct Rig {
     broker: Mosquitto,
 }
 
+/// Publishes `json` (encoded as MessagePack) retained on `topic` with
+/// `botbus topic pub --retain`.
+fn publish_retained(broker: &Mosquitto, topic: &str, json: &str) {
+    let out = std::process::Command::new(botbus_bin())
+        .args(["topic", "pub", topic, json, "--retain", "--url"])
+        .arg(broker.url())
+        .output()
+        .expect("run botbus topic pub");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Rig {
     /// A running daemon whose device got its connect-time safe line and whose command
     /// subscription is in place.
     async fn start(out_of_range: &str, timeout_ms: u64) -> Rig {
+        Rig::start_with(out_of_range, timeout_ms, false, &[]).await
+    }
+
+    /// Like [`Rig::start`], with the daemon's broker link through a [`Proxy`] when
+    /// `proxied`, and each `(actuator, JSON command)` of `retained` left retained on the
+    /// broker before the daemon starts.
+    async fn start_with(
+        out_of_range: &str,
+        timeout_ms: u64,
+        proxied: bool,
+        retained: &[(&str, serde_json::Value)],
+    ) -> Rig {
         let broker = Mosquitto::start();
         let id = unique("cmd");
         let dev = Actuator::open();
@@ -192,9 +221,26 @@ impl Rig {
             &[&format!("robot/{id}/status"), &format!("robot/{id}/ack/#")],
         )
         .await;
-        let daemon = Daemon::start(DaemonOptions::new(toml.clone(), &broker, state.path()));
+        for (actuator, json) in retained {
+            publish_retained(
+                &broker,
+                &format!("robot/{id}/cmd/{actuator}"),
+                &json.to_string(),
+            );
+        }
+        let proxy = if proxied {
+            Some(Proxy::start(broker.port()).await)
+        } else {
+            None
+        };
+        let mut opts = DaemonOptions::new(toml.clone(), &broker, state.path());
+        if let Some(p) = &proxy {
+            opts.broker_url = p.url();
+        }
+        let daemon = Daemon::start(opts);
         let mut rig = Rig {
             daemon,
+            proxy,
             sub,
             dev,
             toml,
@@ -260,12 +306,44 @@ impl Rig {
             "the daemon did not exit 0 on SIGTERM: {status:?}"
         );
         self.dev.expect_line(SAFE).await;
-        self.daemon = Daemon::start(DaemonOptions::new(
-            self.toml.clone(),
-            &self.broker,
-            self.state.path(),
-        ));
+        let mut opts = DaemonOptions::new(self.toml.clone(), &self.broker, self.state.path());
+        if let Some(p) = &self.proxy {
+            opts.broker_url = p.url();
+        }
+        self.daemon = Daemon::start(opts);
         self.boot = self.wait_started(Some(self.boot + 1)).await;
+    }
+
+    /// Leaves each `(actuator, JSON command)` retained on the broker while the daemon's
+    /// link is down, as for a robot that was away: when the daemon subscribes again, the
+    /// broker hands them over with the retain flag set. (Published while the daemon is
+    /// connected, a retained message reaches it as an ordinary one, retain flag clear.)
+    async fn retain_while_away(&mut self, commands: &[(&str, serde_json::Value)]) {
+        let proxy = self.proxy.as_ref().expect("a rig started through a proxy");
+        let before = proxy.connections();
+        // The daemon's connection stays open but carries nothing: the live copies the
+        // broker sends it now are held in the proxy.
+        proxy.stall(true);
+        for (actuator, json) in commands {
+            let topic = format!("robot/{}/cmd/{actuator}", self.id);
+            publish_retained(&self.broker, &topic, &json.to_string());
+            // A new subscription gets the retained copy: it is in place.
+            self.sub.subscribe(&topic).await;
+            let id = json["id"].as_u64().expect("the command has an id");
+            self.sub
+                .wait_for(&format!("command {id} retained on {topic}"), |m| {
+                    m.topic == topic && m.retain && m.opt("id").and_then(|v| v.as_u64()) == Some(id)
+                })
+                .await;
+        }
+        proxy.cut();
+        // Forwarding resumes only once the daemon is on a new connection: the old one is
+        // closed by then, and the live copies held in it are gone.
+        assert!(
+            eventually(DEADLINE, || proxy.connections() > before).await,
+            "the daemon did not reconnect after its link was cut"
+        );
+        proxy.stall(false);
     }
 }
 
@@ -1009,5 +1087,151 @@ async fn a_retained_command_is_not_replayed_when_the_daemon_comes_back() {
     assert_rejected(&ack, serde_json::json!(91), "retained");
     rig.dev
         .expect_silence(QUIET, "after the replayed retained command")
+        .await;
+}
+
+#[tokio::test]
+async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refused() {
+    // A long deadman and broker grace (timeout_ms): after the device's connect-time safe
+    // line, every safe line is the e-stop's.
+    let timeout_ms = 30_000;
+    // Retained before the daemon starts: the broker delivers it on subscribe, retain flag
+    // set.
+    let mut rig = Rig::start_with(
+        "reject",
+        timeout_ms,
+        true,
+        &[("estop", serde_json::json!({"id": 100, "engage": true}))],
+    )
+    .await;
+    let ack = rig.ack("estop").await.json();
+    assert_eq!(
+        ack,
+        serde_json::json!({"id": 100, "ok": true, "error": null, "applied": {"engage": true}}),
+        "a retained e-stop engage is honoured"
+    );
+    let ack = rig
+        .command(
+            "drive",
+            msgpack(serde_json::json!({"id": 101, "linear": {"x": 0.2}})),
+        )
+        .await;
+    assert_rejected(&ack, serde_json::json!(101), "estop");
+    assert_eq!(ack["error"], "estop", "{ack}");
+    // A live release, and the robot drives again. Before that line the device got only
+    // safe lines (the e-stop's, when it came after the device's connect-time one).
+    let ack = rig
+        .command(
+            "estop",
+            msgpack(serde_json::json!({"id": 102, "engage": false})),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let moving_at = Instant::now();
+    let ack = rig
+        .command(
+            "drive",
+            msgpack(serde_json::json!({"id": 103, "linear": {"x": 0.2}})),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let skipped = rig.dev.wait_line("D 0.200 0.000").await;
+    assert!(
+        skipped.iter().all(|l| l == SAFE),
+        "the device received {skipped:?} while the e-stop was engaged"
+    );
+
+    // While the robot drives, an e-stop engage is left retained while its link is down:
+    // it comes back to it, and stops it at once.
+    rig.retain_while_away(&[("estop", serde_json::json!({"id": 104, "engage": true}))])
+        .await;
+    let ack = rig.ack("estop").await.json();
+    assert_eq!(
+        ack,
+        serde_json::json!({"id": 104, "ok": true, "error": null, "applied": {"engage": true}}),
+        "a retained e-stop engage is honoured after a reconnect"
+    );
+    rig.dev.expect_line(SAFE).await;
+    // max_rate_hz = 5: the next drive command is 200 ms after the last accepted one, so
+    // only the e-stop can refuse it.
+    tokio::time::sleep_until(moving_at + Duration::from_millis(250)).await;
+    let ack = rig
+        .command(
+            "drive",
+            msgpack(serde_json::json!({"id": 105, "linear": {"x": 0.3}})),
+        )
+        .await;
+    assert_rejected(&ack, serde_json::json!(105), "estop");
+    assert_eq!(ack["error"], "estop", "{ack}");
+    rig.dev.expect_silence(QUIET, "during an e-stop").await;
+
+    // A retained release (it replaces the retained engage) and a retained drive command
+    // are both refused; the e-stop holds.
+    rig.retain_while_away(&[
+        ("estop", serde_json::json!({"id": 106, "engage": false})),
+        (
+            "drive",
+            serde_json::json!({"id": 107, "linear": {"x": 0.4}}),
+        ),
+    ])
+    .await;
+    let ack = rig.ack("estop").await.json();
+    assert_rejected(&ack, serde_json::json!(106), "retained");
+    let ack = rig.ack("drive").await.json();
+    assert_rejected(&ack, serde_json::json!(107), "retained");
+    let ack = rig
+        .command(
+            "drive",
+            msgpack(serde_json::json!({"id": 108, "linear": {"x": 0.5}})),
+        )
+        .await;
+    assert_rejected(&ack, serde_json::json!(108), "estop");
+    assert_eq!(
+        ack["error"], "estop",
+        "a retained release must leave the e-stop engaged: {ack}"
+    );
+    rig.dev
+        .expect_silence(QUIET, "after a retained release and a retained command")
+        .await;
+
+    // A live release works.
+    let ack = rig
+        .command(
+            "estop",
+            msgpack(serde_json::json!({"id": 109, "engage": false})),
+        )
+        .await;
+    assert_eq!(
+        ack,
+        serde_json::json!({"id": 109, "ok": true, "error": null, "applied": {"engage": false}})
+    );
+    let ack = rig
+        .command(
+            "drive",
+            msgpack(serde_json::json!({"id": 110, "linear": {"x": 0.6}})),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    rig.dev.expect_line("D 0.600 0.000").await;
+
+    // Clean up: an empty retained payload removes each retained command. The daemon gets
+    // the empty payloads live, and refuses them without writing anything.
+    for actuator in ["estop", "drive"] {
+        let topic = rig.topic("cmd", actuator);
+        rig.sub
+            .client
+            .publish(&topic, QoS::AtLeastOnce, true, Vec::new())
+            .await
+            .expect("queue PUBLISH");
+        rig.sub
+            .wait_for(&format!("the empty payload on {topic}"), |m| {
+                m.topic == topic && m.payload.is_empty()
+            })
+            .await;
+        let ack = rig.ack(actuator).await.json();
+        assert_eq!(ack["ok"], false, "an empty {actuator} command: {ack}");
+    }
+    rig.dev
+        .expect_silence(QUIET, "after the retained commands were removed")
         .await;
 }

@@ -823,11 +823,35 @@ async fn topic_pub_fails_when_the_broker_never_acknowledges_a_qos_1_message() {
             });
         }
     });
-    let run = botbus(&["topic", "pub", "a/b", "{\"x\": 1}", "--qos", "1", "--url", &url]).await;
+    let run = botbus(&[
+        "topic",
+        "pub",
+        "a/b",
+        "{\"x\": 1}",
+        "--qos",
+        "1",
+        "--url",
+        &url,
+    ])
+    .await;
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains("did not acknowledge"), "{run}");
-    let run = botbus(&["topic", "pub", "a/b", "{\"x\": 1}", "--qos", "0", "--url", &url]).await;
-    assert_eq!(run.code, Some(0), "QoS 0 has no acknowledgement to wait for:\n{run}");
+    let run = botbus(&[
+        "topic",
+        "pub",
+        "a/b",
+        "{\"x\": 1}",
+        "--qos",
+        "0",
+        "--url",
+        &url,
+    ])
+    .await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "QoS 0 has no acknowledgement to wait for:\n{run}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1347,6 +1347,126 @@ async fn a_silent_unit_does_not_put_the_other_units_actuator_in_its_safe_state()
     );
 }
 
+/// The index of the first line from `from` on that reads `text` (already printed).
+fn line_at(slave: &PySlave, from: usize, text: &str) -> usize {
+    slave.lines.all()[from..]
+        .iter()
+        .position(|(_, l)| l == text)
+        .map(|p| from + p)
+        .unwrap_or_else(|| panic!("pymodbus did not print {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_value_the_unit_missed_is_written_once_it_answers_again() {
+    if skip_without_pymodbus("a_safe_value_the_unit_missed_is_written_once_it_answers_again") {
+        return;
+    }
+    let _t = TIMING.read().await;
+    let mut bank = Bank::default();
+    bank.set(1, 'h', 0, &[0; 16]);
+    // No stream: nothing but the actuator's writes talks to the unit.
+    let body = r#"  [[devices.commands]]
+  actuator = "drive/speed"
+  type = "std_msgs/Float64"
+  writes = [{ field = "data", unit = 1, address = 10, format = "i16", scale = 0.1 }]
+  limits = { data = [-300.0, 300.0] }
+  timeout_ms = 1000
+  safe = { data = 0.0 }
+"#;
+    let mut rig = Rig::start(&bank, body).await;
+    let speed = |v: i16| Write {
+        unit: 1,
+        fc: 6,
+        address: 10,
+        values: vec![i16_word(v)],
+    };
+    rig.slave
+        .wait_write(0, "the connect-time safe value", |w| *w == speed(0))
+        .await;
+    rig.wait_online().await;
+
+    let mark = rig.slave.mark();
+    let ack = rig
+        .command("drive/speed", 1, serde_json::json!(100.0))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    rig.slave
+        .wait_write(mark, "the speed 100 (raw 1000)", |w| *w == speed(1000))
+        .await;
+
+    // The unit stops answering before the deadman is due (timeout_ms 1000). Muting a unit
+    // leaves the port open, so the daemon never sees the device reconnect: its
+    // "device connected" safe write cannot be what brings the safe value back here.
+    let mark = rig.slave.mark();
+    rig.slave.control("mute 1").await;
+    let muted_line = line_at(&rig.slave, mark, "MUTED 1");
+    // The deadman's safe write reaches the slave, whose answer is never sent: for the
+    // daemon the write timed out.
+    let (i, missed_at, _) = rig
+        .slave
+        .wait_write(mark, "the deadman's safe value, unanswered", |w| {
+            *w == speed(0)
+        })
+        .await;
+    assert!(
+        i > muted_line,
+        "the deadman fired before the unit was muted, so its write was answered: the test \
+         needs the unit silent by then"
+    );
+
+    // Silent for a while longer. Then it answers again, unmuted in a lull between two of
+    // the daemon's attempts (just after the slave heard one, whose answer was already
+    // dropped), so no write in flight can be answered and go unseen.
+    tokio::time::sleep_until((missed_at + Duration::from_millis(1200)).into()).await;
+    let lull = rig.slave.mark();
+    eventually(Duration::from_millis(2500), || {
+        rig.slave.writes_since(lull).contains(&speed(0))
+    })
+    .await;
+    let unanswered = rig.slave.writes_since(i + 1);
+    let mark = rig.slave.mark();
+    rig.slave.control("unmute 1").await;
+    let back = Instant::now();
+    let unmuted_line = line_at(&rig.slave, mark, "UNMUTED 1");
+
+    // No further command: the daemon writes the safe value again by itself.
+    let confirmed = eventually(Duration::from_secs(5), || {
+        rig.slave.writes_since(unmuted_line + 1).contains(&speed(0))
+    })
+    .await;
+    println!(
+        "safe write missed by a silent unit: {} more attempt(s) while it was silent; {}",
+        unanswered.len(),
+        if confirmed {
+            format!(
+                "rewritten {} ms after it answered again",
+                back.elapsed().as_millis()
+            )
+        } else {
+            "not rewritten within 5 s of it answering again".to_string()
+        }
+    );
+    assert!(
+        confirmed,
+        "the safe value the unit missed (a deadman write that timed out) was not written \
+         within 5 s of the unit answering again; writes since: {:?}",
+        rig.slave.writes_since(unmuted_line + 1)
+    );
+    // Confirmed, so the retries stop (they back off to at most 2 s).
+    let (done, _, _) = rig
+        .slave
+        .wait_write(unmuted_line + 1, "the rewritten safe value", |w| {
+            *w == speed(0)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        rig.slave.writes_since(done + 1),
+        vec![],
+        "writes after the unit confirmed the safe value"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // pymodbus: rate
 

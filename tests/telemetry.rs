@@ -766,7 +766,10 @@ fn check_reports_every_problem_with_its_key_path_and_exits_2() {
         ("devices[0].streams[1].qos", &["must be 0, 1 or 2, not 7"]),
         ("devices[0].streams[2].sensor", &["reserved", "`status`"]),
         ("devices[1].streams[1].sensor", &["reserved", "`cmd`"]),
-        ("devices[1].streams[0].sensor", &["duplicate sensor `gps/fix`"]),
+        (
+            "devices[1].streams[0].sensor",
+            &["duplicate sensor `gps/fix`"],
+        ),
     ];
     for (path, words) in expect {
         let prefix = format!("{file}: {path}: ");

@@ -298,9 +298,10 @@ impl CommandRouter {
     /// Writes the safe values of one route, and keeps writing them until the device
     /// confirms (see [`CommandRouter::on_safe_result`]).
     fn write_safe(&mut self, i: usize, why: &str) {
-        let generation = self.routes[i].generation + 1;
+        let queued = self.queue_safe(i, why);
+        let generation = self.routes[i].generation;
         let results = self.safe_results.0.clone();
-        match self.queue_safe(i, why) {
+        match queued {
             Ok(rx) => {
                 tokio::spawn(async move {
                     let r = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 3, rx).await {
@@ -591,36 +592,27 @@ impl CommandRouter {
         // Every actuator to its safe state before exit; a write the device refused gets
         // one more try within the time left.
         let deadline = Instant::now() + SAFE_WRITE_TIMEOUT;
-        let mut failed = Vec::new();
-        for i in 0..self.routes.len() {
-            match self.queue_safe(i, "shutdown") {
-                Ok(rx) => failed.push((i, Some(rx))),
-                Err(e) => {
-                    tracing::warn!(actuator = %self.routes[i].act.spec.actuator, "{e}");
-                    failed.push((i, None));
-                }
-            }
-        }
+        let mut pending: Vec<_> = (0..self.routes.len())
+            .map(|i| (i, self.queue_safe(i, "shutdown")))
+            .collect();
         for attempt in 0..2 {
             let mut again = Vec::new();
-            for (i, rx) in failed {
-                let r = match rx {
-                    Some(rx) => tokio::time::timeout_at(deadline, rx)
+            for (i, queued) in pending {
+                let r = match queued {
+                    Ok(rx) => tokio::time::timeout_at(deadline, rx)
                         .await
                         .map_err(|_| "the device did not confirm the write".to_string())
                         .and_then(|r| r.unwrap_or_else(|_| Err("the device stopped".into()))),
-                    None => Err("not queued".into()),
+                    Err(e) => Err(e),
                 };
-                if let Err(e) = r {
-                    if attempt == 0 && e != crate::device::DISCONNECTED && Instant::now() < deadline
-                    {
-                        again.push((i, self.queue_safe(i, "shutdown, again").ok()));
-                    } else {
-                        tracing::error!(actuator = %self.routes[i].act.spec.actuator, "safe values not written at shutdown: {e}");
-                    }
+                let Err(e) = r else { continue };
+                if attempt == 0 && e != crate::device::DISCONNECTED && Instant::now() < deadline {
+                    again.push((i, self.queue_safe(i, "shutdown, again")));
+                } else {
+                    tracing::error!(actuator = %self.routes[i].act.spec.actuator, "safe values not written at shutdown: {e}");
                 }
             }
-            failed = again;
+            pending = again;
         }
     }
 }

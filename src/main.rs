@@ -198,17 +198,9 @@ impl std::error::Error for Exit {}
 /// Writes to stdout and flushes. A reader that went away (`botbus check ... | head`) ends
 /// the command quietly with exit code 0, as it does for other Unix tools.
 fn emit(text: std::fmt::Arguments) -> Result<()> {
-    emit_with(text, "")
-}
-
-fn emit_with(text: std::fmt::Arguments, end: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let r = out
-        .write_fmt(text)
-        .and_then(|()| out.write_all(end.as_bytes()))
-        .and_then(|()| out.flush());
-    match r {
+    match out.write_fmt(text).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(Exit(0))),
         Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
@@ -218,7 +210,7 @@ fn emit_with(text: std::fmt::Arguments, end: &str) -> Result<()> {
 /// `println!` through [`emit`], returning from the command when stdout is gone.
 macro_rules! out {
     () => { emit(format_args!("\n"))? };
-    ($($arg:tt)*) => { emit_with(format_args!($($arg)*), "\n")? };
+    ($($arg:tt)*) => { emit(format_args!("{}\n", format_args!($($arg)*)))? };
 }
 
 fn usage(e: impl std::fmt::Display) -> anyhow::Error {
@@ -421,7 +413,6 @@ async fn run_command(cli: Cli) -> Result<()> {
                     None => out!("{} ({}): {}", s.name, s.protocol, s.endpoint),
                 }
             }
-            emit(format_args!(""))?;
             let sig = shutdown_signal();
             tokio::pin!(sig);
             loop {
@@ -579,7 +570,6 @@ async fn run_command(cli: Cli) -> Result<()> {
                             for l in lines {
                                 out!("{l}");
                             }
-                            emit(format_args!(""))?;
                         }
                         _ = tokio::time::sleep_until(end.unwrap_or(far)), if end.is_some() => break,
                         _ = &mut sig => break,

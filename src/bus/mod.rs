@@ -37,13 +37,15 @@ pub struct BrokerUrl {
 impl BrokerUrl {
     pub fn parse(text: &str) -> Result<BrokerUrl, String> {
         // Errors quote the URL, but never a password written into it.
-        let shown = match (text.find("://"), text.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
-            _ => text.to_string(),
+        let (shown, has_credentials) = match (text.find("://"), text.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                (format!("{}://***@{}", &text[..s], &text[at + 1..]), true)
+            }
+            _ => (text.to_string(), false),
         };
         let text = shown.as_str();
         let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-        if text.contains("***@") {
+        if has_credentials {
             return Err(format!(
                 "`{text}`: credentials in the URL are not used; set mqtt.username and mqtt.password_file (or BOTBUS_MQTT__PASSWORD)"
             ));

@@ -301,13 +301,14 @@ impl Validator {
         match devices {
             None => {}
             Some(toml::Value::Array(items)) => {
-                let raw = items.clone();
+                // Reported after each device's own problems.
+                let duplicates = duplicate_names(&items);
                 for (i, item) in items.into_iter().enumerate() {
                     if let Some(d) = self.device(item, &format!("devices[{i}]")) {
                         out.push(d);
                     }
                 }
-                self.check_unique(&raw);
+                self.problems.extend(duplicates);
             }
             Some(_) => self.problem("devices", "must be an array of tables ([[devices]])"),
         }
@@ -1504,53 +1505,58 @@ impl Validator {
             max_age: c.max_age_ms.map(Duration::from_millis),
         })
     }
+}
 
-    /// Duplicate device, sensor and actuator names, read from the file as written, so
-    /// the key paths are exact and entries with other problems are compared too.
-    fn check_unique(&mut self, devices: &[toml::Value]) {
-        let str_at =
-            |v: &toml::Value, key: &str| v.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        let list = |v: &toml::Value, key: &str| -> Vec<toml::Value> {
-            v.get(key)
-                .and_then(|v| v.as_array())
-                .cloned()
-                .unwrap_or_default()
+/// Duplicate device, sensor and actuator names, read from the file as written, so the key
+/// paths are exact and entries with other problems are compared too.
+fn duplicate_names(devices: &[toml::Value]) -> Vec<Problem> {
+    fn str_at<'a>(v: &'a toml::Value, key: &str) -> Option<&'a str> {
+        v.get(key).and_then(|v| v.as_str())
+    }
+    fn list<'a>(v: &'a toml::Value, key: &str) -> &'a [toml::Value] {
+        v.get(key)
+            .and_then(|v| v.as_array())
+            .map_or(&[][..], Vec::as_slice)
+    }
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut sensors: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut actuators: BTreeMap<&str, &str> = BTreeMap::new();
+    for (i, d) in devices.iter().enumerate() {
+        let Some(name) = str_at(d, "name") else {
+            continue;
         };
-        let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        let mut sensors: BTreeMap<String, String> = BTreeMap::new();
-        let mut actuators: BTreeMap<String, String> = BTreeMap::new();
-        for (i, d) in devices.iter().enumerate() {
-            let name = str_at(d, "name").unwrap_or_else(|| format!("devices[{i}]"));
-            if let Some(prev) = names.insert(name.clone(), i) {
-                self.problem(
-                    format!("devices[{i}].name"),
-                    format!("duplicate device name `{name}` (also devices[{prev}])"),
+        if let Some(prev) = names.insert(name, i) {
+            problem(
+                format!("devices[{i}].name"),
+                format!("duplicate device name `{name}` (also devices[{prev}])"),
+            );
+        }
+        for (j, st) in list(d, "streams").iter().enumerate() {
+            let Some(sensor) = str_at(st, "sensor") else {
+                continue;
+            };
+            if let Some(prev) = sensors.insert(sensor, name) {
+                problem(
+                    format!("devices[{i}].streams[{j}].sensor"),
+                    format!("duplicate sensor `{sensor}` (also on device `{prev}`)"),
                 );
             }
-            for (j, st) in list(d, "streams").iter().enumerate() {
-                let Some(sensor) = str_at(st, "sensor") else {
-                    continue;
-                };
-                if let Some(prev) = sensors.insert(sensor.clone(), name.clone()) {
-                    self.problem(
-                        format!("devices[{i}].streams[{j}].sensor"),
-                        format!("duplicate sensor `{sensor}` (also on device `{prev}`)"),
-                    );
-                }
-            }
-            for (k, c) in list(d, "commands").iter().enumerate() {
-                let Some(actuator) = str_at(c, "actuator") else {
-                    continue;
-                };
-                if let Some(prev) = actuators.insert(actuator.clone(), name.clone()) {
-                    self.problem(
-                        format!("devices[{i}].commands[{k}].actuator"),
-                        format!("duplicate actuator `{actuator}` (also on device `{prev}`)"),
-                    );
-                }
+        }
+        for (k, c) in list(d, "commands").iter().enumerate() {
+            let Some(actuator) = str_at(c, "actuator") else {
+                continue;
+            };
+            if let Some(prev) = actuators.insert(actuator, name) {
+                problem(
+                    format!("devices[{i}].commands[{k}].actuator"),
+                    format!("duplicate actuator `{actuator}` (also on device `{prev}`)"),
+                );
             }
         }
     }
+    problems
 }
 
 /// The types a `lines` device can read or write.

@@ -6,12 +6,13 @@
 use crate::backoff::Backoff;
 use crate::bus::{BusHandle, Incoming, LinkState, Outgoing, QoS};
 use crate::config::{CommandRender, Robot};
-use crate::device::{DeviceWrite, WriteRequest, WriteSender};
+use crate::device::{DeviceWrite, WriteError, WriteRequest, WriteSender};
 use crate::messages::{Message, Scalar, Time};
 use crate::meta::Topics;
 use crate::safety::{decode_command, nest, Actuator, Verdict};
 use std::path::PathBuf;
 use std::time::Duration;
+use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -37,8 +38,52 @@ struct Route {
     safe_backoff: Backoff,
 }
 
+/// Why a command was not carried out. Its `Display` is the ack's `error` text.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum Rejection {
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    Oversized { size: usize, max: usize },
+    #[error("retained commands are refused: they would replay on every reconnect")]
+    Retained,
+    #[error("unknown actuator `{0}`")]
+    UnknownActuator(String),
+    #[error("an e-stop command is {{\"engage\": true}} or {{\"engage\": false}}")]
+    BadEstop,
+    /// The payload is not a valid command of the actuator's type.
+    #[error("{0}")]
+    Invalid(String),
+    /// The safety checks refused it (limits, e-stop, rate, age).
+    #[error("{0}")]
+    Unsafe(String),
+    /// Its values cannot be written to this device (out of a register's range, say).
+    #[error("{0}")]
+    Unwritable(String),
+    #[error("device busy: its write queue is full")]
+    DeviceBusy,
+    #[error("device did not confirm the write")]
+    NotConfirmed,
+    /// The device driver could not write it.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Why safe values were not written.
+#[derive(Debug, Clone, PartialEq, Error)]
+enum SafeWriteError {
+    #[error("cannot render the safe values: {0}")]
+    Render(Rejection),
+    #[error("cannot queue the safe values: device queue full or stopped")]
+    Queue,
+    #[error("the device did not confirm the write")]
+    NotConfirmed,
+    #[error("the device stopped")]
+    Stopped,
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
 /// A device's answer to a safe write: route, generation, result.
-type SafeResult = (usize, u64, Result<(), String>);
+type SafeResult = (usize, u64, Result<(), SafeWriteError>);
 
 pub struct CommandRouter {
     routes: Vec<Route>,
@@ -62,10 +107,10 @@ pub struct DeviceLink {
     pub link: watch::Receiver<bool>,
 }
 
-fn ack_payload(id: rmpv::Value, result: Result<rmpv::Value, String>) -> Vec<u8> {
+fn ack_payload(id: rmpv::Value, result: Result<rmpv::Value, Rejection>) -> Vec<u8> {
     let (ok, error, applied) = match result {
         Ok(applied) => (true, rmpv::Value::Nil, applied),
-        Err(e) => (false, rmpv::Value::from(e), rmpv::Value::Nil),
+        Err(e) => (false, rmpv::Value::from(e.to_string()), rmpv::Value::Nil),
     };
     let v = rmpv::Value::Map(vec![
         (rmpv::Value::from("id"), id),
@@ -119,8 +164,12 @@ fn estop_engages(payload: &[u8], max: usize) -> bool {
 }
 
 /// What the device is asked to do for `msg`.
-fn render(route: &Route, msg: &Message) -> Result<DeviceWrite, String> {
-    match &route.act.spec.render {
+fn render(route: &Route, msg: &Message) -> Result<DeviceWrite, Rejection> {
+    render_spec(&route.act.spec.render, msg).map_err(Rejection::Unwritable)
+}
+
+fn render_spec(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, String> {
+    match render {
         CommandRender::Template(t) => {
             let mut line = String::new();
             t.render(msg, &mut line)?;
@@ -252,7 +301,7 @@ impl CommandRouter {
         }
     }
 
-    fn ack(&self, actuator: &str, id: rmpv::Value, result: Result<rmpv::Value, String>) {
+    fn ack(&self, actuator: &str, id: rmpv::Value, result: Result<rmpv::Value, Rejection>) {
         if let Err(e) = &result {
             tracing::info!(actuator, "command rejected: {e}");
         }
@@ -271,22 +320,23 @@ impl CommandRouter {
         &mut self,
         i: usize,
         why: &str,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, SafeWriteError> {
         let route = &mut self.routes[i];
         route.generation += 1;
         route.safe_retry_at = None;
         route.act.disarm();
         let msg = route.act.safe_message();
-        let write =
-            render(route, &msg).map_err(|e| format!("cannot render the safe values: {e}"))?;
+        let write = render(route, &msg).map_err(SafeWriteError::Render)?;
         let (done, rx) = oneshot::channel();
         let req = WriteRequest {
             write,
             done: Some(done),
         };
-        route.writer.safe.try_send(req).map_err(|_| {
-            "cannot queue the safe values: device queue full or stopped".to_string()
-        })?;
+        route
+            .writer
+            .safe
+            .try_send(req)
+            .map_err(|_| SafeWriteError::Queue)?;
         if route.safe_backoff.attempts() == 0 {
             tracing::info!(actuator = %route.act.spec.actuator, device = %route.device_name, "writing the safe values ({why})");
         } else {
@@ -305,8 +355,8 @@ impl CommandRouter {
             Ok(rx) => {
                 tokio::spawn(async move {
                     let r = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 3, rx).await {
-                        Ok(Ok(r)) => r,
-                        _ => Err("the device did not confirm the write".to_string()),
+                        Ok(Ok(r)) => r.map_err(SafeWriteError::Write),
+                        _ => Err(SafeWriteError::NotConfirmed),
                     };
                     let _ = results.send((i, generation, r));
                 });
@@ -326,7 +376,7 @@ impl CommandRouter {
         }
         match r {
             Ok(()) => route.safe_backoff.reset(),
-            Err(e) if e == crate::device::DISCONNECTED => route.safe_backoff.reset(),
+            Err(SafeWriteError::Write(WriteError::Disconnected)) => route.safe_backoff.reset(),
             Err(e) => {
                 if route.safe_backoff.attempts() == 0 {
                     tracing::warn!(actuator = %route.act.spec.actuator, device = %route.device_name, "safe values not written: {e}; retrying until they are");
@@ -377,11 +427,7 @@ impl CommandRouter {
                 )]);
                 self.ack("estop", id, Ok(applied));
             }
-            None => self.ack(
-                "estop",
-                id,
-                Err("an e-stop command is {\"engage\": true} or {\"engage\": false}".into()),
-            ),
+            None => self.ack("estop", id, Err(Rejection::BadEstop)),
         }
     }
 
@@ -395,10 +441,10 @@ impl CommandRouter {
             self.ack(
                 &actuator,
                 rmpv::Value::Nil,
-                Err(format!(
-                    "message of {size} bytes exceeds the limit of {} bytes",
-                    self.max_payload
-                )),
+                Err(Rejection::Oversized {
+                    size,
+                    max: self.max_payload,
+                }),
             );
             return;
         }
@@ -407,11 +453,7 @@ impl CommandRouter {
         if msg.retain && !(actuator == "estop" && estop_engages(&msg.payload, self.max_payload)) {
             // A retained command would be replayed on every reconnect (and every restart).
             let id = salvage_id(&msg.payload, self.max_payload);
-            self.ack(
-                &actuator,
-                id,
-                Err("retained commands are refused: they would replay on every reconnect".into()),
-            );
+            self.ack(&actuator, id, Err(Rejection::Retained));
             return;
         }
         if actuator == "estop" {
@@ -424,7 +466,8 @@ impl CommandRouter {
             .position(|r| r.act.spec.actuator == actuator)
         else {
             let id = salvage_id(&msg.payload, self.max_payload);
-            self.ack(&actuator, id, Err(format!("unknown actuator `{actuator}`")));
+            let unknown = Rejection::UnknownActuator(actuator.clone());
+            self.ack(&actuator, id, Err(unknown));
             return;
         };
         let decoded = match decode_command(
@@ -435,7 +478,7 @@ impl CommandRouter {
             Ok(d) => d,
             Err(e) => {
                 let id = salvage_id(&msg.payload, self.max_payload);
-                self.ack(&actuator, id, Err(e));
+                self.ack(&actuator, id, Err(Rejection::Invalid(e)));
                 return;
             }
         };
@@ -445,7 +488,7 @@ impl CommandRouter {
             .check(&decoded, now, Time::now(), self.estop);
         let (message, applied) = match verdict {
             Verdict::Reject(e) => {
-                self.ack(&actuator, decoded.id, Err(e));
+                self.ack(&actuator, decoded.id, Err(Rejection::Unsafe(e)));
                 return;
             }
             Verdict::Apply { message, applied } => (message, applied),
@@ -467,11 +510,7 @@ impl CommandRouter {
             })
             .is_err()
         {
-            self.ack(
-                &actuator,
-                decoded.id,
-                Err("device busy: its write queue is full".into()),
-            );
+            self.ack(&actuator, decoded.id, Err(Rejection::DeviceBusy));
             return;
         }
         self.routes[i].act.accepted(now);
@@ -489,8 +528,8 @@ impl CommandRouter {
             // says "not written" stays true.
             let result = match tokio::time::timeout(SAFE_WRITE_TIMEOUT * 3, rx).await {
                 Ok(Ok(Ok(()))) => Ok(applied),
-                Ok(Ok(Err(e))) => Err(e),
-                _ => Err("device did not confirm the write".to_string()),
+                Ok(Ok(Err(e))) => Err(Rejection::Write(e)),
+                _ => Err(Rejection::NotConfirmed),
             };
             if let Err(e) = &result {
                 tracing::warn!(actuator = %ack_topic, "command not written: {e}");
@@ -599,14 +638,16 @@ impl CommandRouter {
             let mut again = Vec::new();
             for (i, queued) in pending {
                 let r = match queued {
-                    Ok(rx) => tokio::time::timeout_at(deadline, rx)
-                        .await
-                        .map_err(|_| "the device did not confirm the write".to_string())
-                        .and_then(|r| r.unwrap_or_else(|_| Err("the device stopped".into()))),
+                    Ok(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                        Err(_) => Err(SafeWriteError::NotConfirmed),
+                        Ok(Err(_)) => Err(SafeWriteError::Stopped),
+                        Ok(Ok(r)) => r.map_err(SafeWriteError::Write),
+                    },
                     Err(e) => Err(e),
                 };
                 let Err(e) = r else { continue };
-                if attempt == 0 && e != crate::device::DISCONNECTED && Instant::now() < deadline {
+                let away = e == SafeWriteError::Write(WriteError::Disconnected);
+                if attempt == 0 && !away && Instant::now() < deadline {
                     again.push((i, self.queue_safe(i, "shutdown, again")));
                 } else {
                     tracing::error!(actuator = %self.routes[i].act.spec.actuator, "safe values not written at shutdown: {e}");
@@ -623,7 +664,7 @@ mod tests {
 
     #[test]
     fn ack_payloads_are_named_maps_in_the_contract_order() {
-        let p = ack_payload(rmpv::Value::from(7), Err("estop".into()));
+        let p = ack_payload(rmpv::Value::from(7), Err(Rejection::Unsafe("estop".into())));
         let v = crate::fleet::json::to_json(&crate::fleet::json::decode_msgpack(&p).unwrap());
         assert_eq!(
             v,

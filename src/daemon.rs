@@ -5,11 +5,13 @@ use crate::bus::outbox::Outbox;
 use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::settings::OnFull;
-use crate::config::ProtocolSpec;
+use crate::config::{ProtocolSpec, TransportSpec};
 use crate::config::{Robot, Settings};
-use crate::device::bytes::{decoder_for, DeviceTask};
-use crate::device::modbus::ModbusTask;
-use crate::device::socketcan::SocketCanTask;
+use crate::device::bytes::{decoder_for, transport_opener, BytesDriver};
+use crate::device::modbus::ModbusDriver;
+use crate::device::runner::{Driver, Runner};
+use crate::device::socketcan::SocketCanDriver;
+use crate::device::Writes;
 use crate::diagnostics::{self, DeviceDiag};
 use crate::meta::{self, Topics};
 use crate::protocols::can::CanCore;
@@ -113,57 +115,50 @@ pub async fn start(
             .iter()
             .map(|s| StreamPublisher::new(s, topics.sensor(&s.sensor)))
             .collect();
-        match (&device.protocol, decoder_for(device)) {
-            (ProtocolSpec::Modbus { .. }, _) => {
+        // Each device runs in the one runner, with its protocol's driver.
+        let parts = Parts {
+            name: device.name.clone(),
+            streams,
+            bus: bus.clone(),
+            writes: wrx,
+            link: link_tx,
+            stop: stop.clone(),
+        };
+        match (&device.protocol, &device.transport, decoder_for(device)) {
+            (ProtocolSpec::Modbus { .. }, _, _) => {
                 // Modbus: the port has a diagnostics entry, and so has each unit on it.
                 let diag = DeviceDiag::polled(device.name.clone());
                 diags.push(diag.clone());
                 let mut units = Vec::new();
-                let task = ModbusTask::new(
-                    device.clone(),
-                    streams,
-                    diag,
-                    |unit| {
-                        let d = DeviceDiag::new(format!("{}/unit{unit}", device.name));
-                        units.push(d.clone());
-                        d
-                    },
-                    bus.clone(),
-                    wrx,
-                    link_tx,
-                );
+                let driver = ModbusDriver::new(device, diag.clone(), |unit| {
+                    let d = DeviceDiag::new(format!("{}/unit{unit}", device.name));
+                    units.push(d.clone());
+                    d
+                });
                 diags.extend(units);
-                tokio::spawn(task.run(stop.clone()));
+                parts.spawn(driver, &diag);
             }
-            (ProtocolSpec::SocketCan, _) => {
+            (ProtocolSpec::SocketCan, TransportSpec::SocketCan(interface), _) => {
                 let diag = DeviceDiag::new(device.name.clone());
-                let task = SocketCanTask {
-                    device: device.clone(),
+                let driver = SocketCanDriver {
+                    interface: interface.clone(),
                     core: CanCore::new(&device.streams),
-                    streams,
-                    diag: diag.clone(),
-                    bus: bus.clone(),
-                    writes: wrx,
-                    link: link_tx,
                 };
-                tokio::spawn(task.run(stop.clone()));
+                parts.spawn(driver, &diag);
                 diags.push(diag);
             }
-            (_, Some(decoder)) => {
+            (_, _, Some(decoder)) => {
                 let diag = DeviceDiag::new(device.name.clone());
-                let task = DeviceTask {
-                    device: device.clone(),
+                let driver = BytesDriver::new(
+                    device.transport.describe(),
+                    transport_opener(device),
                     decoder,
-                    streams,
-                    diag: diag.clone(),
-                    bus: bus.clone(),
-                    writes: wrx,
-                    link: link_tx,
-                };
-                tokio::spawn(task.run(stop.clone()));
+                    device.idle_timeout,
+                );
+                parts.spawn(driver, &diag);
                 diags.push(diag);
             }
-            (p, None) => {
+            (p, _, None) => {
                 tracing::error!(device = %device.name, "no driver for protocol {}", p.name());
             }
         }
@@ -208,6 +203,31 @@ pub async fn start(
         diags,
         router,
     })
+}
+
+/// What a device's runner needs besides its driver.
+struct Parts {
+    name: String,
+    streams: Vec<StreamPublisher>,
+    bus: BusHandle,
+    writes: Writes,
+    link: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Parts {
+    fn spawn<D: Driver + 'static>(self, driver: D, diag: &Arc<DeviceDiag>) {
+        let runner = Runner {
+            name: self.name,
+            driver,
+            streams: self.streams,
+            diag: diag.clone(),
+            bus: self.bus,
+            writes: self.writes,
+            link: self.link,
+        };
+        tokio::spawn(runner.run(self.stop));
+    }
 }
 
 /// Puts every actuator in its safe state, publishes `offline`, flushes in-flight messages

@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`config`]: daemon settings and robot files, validated in one step into a [`config::Robot`].
 //! - [`messages`]: the ROS 2 message types, field paths and their MessagePack encoding.
-//! - [`protocols`]: sans-IO protocol cores (NMEA, text lines, command templates).
+//! - [`protocols`]: sans-IO protocol cores: NMEA, text lines, Modbus register maps, CAN
+//!   (DBC, slcan framing) and command templates; bytes in, samples out, commands in, bytes out.
 //! - [`transport`]: opens serial ports and TCP serial servers as byte streams.
-//! - [`device`]: the thin async driver of one device: reconnect, read, decode, write.
+//! - [`device`]: the one device runner (open, reconnect with backoff, link state, safe-first
+//!   writes, shutdown) and each protocol's thin driver (open, next event, write).
 //! - [`stream`]: per-topic `seq`, rate limiting and encoding of telemetry.
 //! - [`bus`]: the one task that owns the MQTT connection, and the handle to it.
 //! - [`safety`]: the command checks (limits, age, rate, e-stop) and the deadman.

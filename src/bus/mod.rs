@@ -337,6 +337,28 @@ impl BusHandle {
     }
 }
 
+#[cfg(test)]
+impl BusHandle {
+    /// A handle whose publishes land in the returned queue instead of on a broker, for
+    /// unit tests of what publishes through the bus.
+    pub(crate) fn capture() -> (BusHandle, mpsc::Receiver<Outgoing>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let (_link_tx, link) = watch::channel(LinkState::Up);
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                if let Command::Publish(m) = c {
+                    if out_tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stats = Arc::new(BusStats::default());
+        (BusHandle { tx, link, stats }, out_rx)
+    }
+}
+
 /// Starts the bus task with a memory queue (fleet tools). Returns the handle and the
 /// queue of subscribed messages.
 pub fn start(config: BusConfig) -> (BusHandle, mpsc::Receiver<Incoming>) {

@@ -1,23 +1,20 @@
-//! The thin async driver of a byte-stream device (NMEA, text lines): open its transport
-//! (retrying with backoff while it is missing), read in chunks into the protocol core,
-//! publish the samples, and write the lines that commands render.
+//! The driver of a byte-stream device (NMEA, text lines, slcan adapters): reads in chunks
+//! into the protocol core and writes the bytes that commands render. It opens through a
+//! function, so tests can hand it `tokio::io::duplex` pipes as well as pseudo-terminals.
 
-use super::refuse;
-use crate::backoff::Backoff;
-use crate::bus::BusHandle;
+use super::runner::{Driver, Ended, Written};
+use super::{DeviceWrite, WriteError};
 use crate::config::{Device, ProtocolSpec};
-use crate::diagnostics::DeviceDiag;
 use crate::messages::Time;
 use crate::protocols::can::SlcanProtocol;
 use crate::protocols::lines::LinesDecoder;
 use crate::protocols::nmea::NmeaDecoder;
 use crate::protocols::{Decoder, Output};
-use crate::stream::StreamPublisher;
 use crate::transport::{self, BoxedStream};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,137 +31,121 @@ pub fn decoder_for(device: &Device) -> Option<Box<dyn Decoder>> {
     }
 }
 
-pub struct DeviceTask {
-    pub device: Device,
-    pub decoder: Box<dyn Decoder>,
-    pub streams: Vec<StreamPublisher>,
-    pub diag: Arc<DeviceDiag>,
-    pub bus: BusHandle,
-    pub writes: super::Writes,
-    /// Whether the device is open, for the safety layer.
-    pub link: watch::Sender<bool>,
+/// Opens the device's byte stream, once per attempt.
+pub type Opener =
+    Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Result<BoxedStream, String>> + Send>> + Send>;
+
+/// Opens a configured transport (serial port or TCP serial server).
+pub fn transport_opener(device: &Device) -> Opener {
+    let spec = device.transport.clone();
+    Box::new(move || {
+        let spec = spec.clone();
+        Box::pin(async move { transport::open(&spec).await.map_err(|e| e.to_string()) })
+    })
 }
 
-enum Ended {
-    Lost(String),
-    Shutdown,
+pub struct BytesDriver {
+    describe: String,
+    open: Opener,
+    decoder: Box<dyn Decoder>,
+    /// Without a byte for this long the device counts as gone and is reopened.
+    idle_timeout: Option<Duration>,
+    last_byte: Instant,
+    buf: Vec<u8>,
 }
 
-impl DeviceTask {
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        // Capped at 1 s so a replugged adapter (or a udev symlink that reappears) is back
-        // within about a second.
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        let what = self.device.transport.describe();
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match transport::open(&self.device.transport).await {
-                Err(e) => {
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(device = %self.device.name, "device unavailable: {e}; retrying");
-                        self.diag.error(format!("unavailable: {e}"));
-                    }
-                    let wake = Instant::now() + backoff.next_delay();
-                    if !super::wait_to_retry(wake, &mut shutdown, &mut self.writes).await {
-                        return;
-                    }
-                }
-                Ok(io) => {
-                    backoff.reset();
-                    if self.diag.set_connected(true) {
-                        tracing::info!(device = %self.device.name, path = %what, "device connected");
-                    }
-                    let _ = self.link.send(true);
-                    self.decoder.reset();
-                    let ended = self.pump(io, &mut shutdown).await;
-                    self.diag.set_connected(false);
-                    let _ = self.link.send(false);
-                    match ended {
-                        Ended::Shutdown => return,
-                        Ended::Lost(reason) => {
-                            tracing::warn!(device = %self.device.name, "device disconnected: {reason}");
-                            self.diag.error(format!("disconnected: {reason}"));
-                        }
-                    }
-                }
-            }
+impl BytesDriver {
+    pub fn new(
+        describe: String,
+        open: Opener,
+        decoder: Box<dyn Decoder>,
+        idle_timeout: Option<Duration>,
+    ) -> BytesDriver {
+        BytesDriver {
+            describe,
+            open,
+            decoder,
+            idle_timeout,
+            last_byte: Instant::now(),
+            buf: vec![0u8; 8192],
         }
     }
+}
 
-    fn handle(&mut self, out: &mut Vec<Output>) {
-        super::dispatch(out, &mut self.streams, &self.diag, &self.bus);
+/// Writes and flushes within [`WRITE_TIMEOUT`].
+async fn send(io: &mut BoxedStream, bytes: &[u8]) -> Result<(), WriteError> {
+    let r = tokio::time::timeout(WRITE_TIMEOUT, async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteError::LinkFailed(format!("write failed: {e}"))),
+        Err(_) => Err(WriteError::TimedOut("write timed out".into())),
+    }
+}
+
+impl Driver for BytesDriver {
+    type Conn = BoxedStream;
+    type Event = usize;
+    const KIND: &'static str = "device";
+    // Capped at 1 s so a replugged adapter (or a udev symlink that reappears) is back
+    // within about a second.
+    const RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+    fn describe(&self) -> String {
+        self.describe.clone()
     }
 
-    async fn pump(&mut self, io: BoxedStream, shutdown: &mut watch::Receiver<bool>) -> Ended {
-        let (mut rd, mut wr) = tokio::io::split(io);
+    async fn open(&mut self) -> Result<BoxedStream, String> {
+        let mut io = (self.open)().await?;
+        self.decoder.reset();
         let setup = self.decoder.setup();
-        if !setup.is_empty() {
-            let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
-                wr.write_all(&setup).await?;
-                wr.flush().await
-            })
-            .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return Ended::Lost("could not send the device's setup".into());
+        if !setup.is_empty() && send(&mut io, &setup).await.is_err() {
+            return Err("could not send the device's setup".into());
+        }
+        self.last_byte = Instant::now();
+        Ok(io)
+    }
+
+    async fn next_event(&mut self, io: &mut BoxedStream) -> Result<usize, Ended> {
+        let idle_at = self.idle_timeout.map(|d| self.last_byte + d);
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            r = io.read(&mut self.buf) => match r {
+                Ok(0) => Err(Ended::Lost("end of stream".into())),
+                Err(e) => Err(Ended::Lost(e.to_string())),
+                Ok(n) => {
+                    self.last_byte = Instant::now();
+                    Ok(n)
+                }
+            },
+            _ = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {
+                let ms = self.idle_timeout.unwrap_or_default().as_millis();
+                Err(Ended::Lost(format!("no data for {ms} ms")))
             }
         }
-        let mut buf = vec![0u8; 8192];
-        let mut out = Vec::with_capacity(64);
-        let idle = self.device.idle_timeout;
-        let mut last_byte = Instant::now();
-        loop {
-            let due = self.streams.iter().filter_map(|s| s.deadline()).min();
-            let far = Instant::now() + Duration::from_secs(3600);
-            let idle_at = idle.map(|d| last_byte + d);
-            tokio::select! {
-                r = rd.read(&mut buf) => match r {
-                    Ok(0) => return Ended::Lost("end of stream".into()),
-                    Err(e) => return Ended::Lost(e.to_string()),
-                    Ok(n) => {
-                        last_byte = Instant::now();
-                        self.decoder.feed(&buf[..n], Time::now(), &mut out);
-                        self.handle(&mut out);
-                    }
-                },
-                _ = sleep_until(due.unwrap_or(far)), if due.is_some() => {
-                    let now = Instant::now();
-                    for s in &mut self.streams {
-                        s.flush_due(now, &self.bus);
-                    }
-                }
-                _ = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {
-                    return Ended::Lost(format!("no data for {} ms", idle.unwrap_or_default().as_millis()));
-                }
-                req = self.writes.next() => {
-                    let Some(req) = req else { return Ended::Shutdown };
-                    let bytes = match self.decoder.encode_write(&req.write) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            refuse(req, &e);
-                            continue;
-                        }
-                    };
-                    let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-                        wr.write_all(&bytes).await?;
-                        wr.flush().await
-                    }).await;
-                    let result = match result {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(format!("write failed: {e}")),
-                        Err(_) => Err("write timed out".to_string()),
-                    };
-                    let failed = result.clone().err();
-                    if let Some(done) = req.done {
-                        let _ = done.send(result);
-                    }
-                    if let Some(reason) = failed {
-                        return Ended::Lost(reason);
-                    }
-                }
-                _ = shutdown.changed() => return Ended::Shutdown,
-            }
-        }
+    }
+
+    async fn on_event(
+        &mut self,
+        _io: &mut BoxedStream,
+        n: usize,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Ended> {
+        self.decoder.feed(&self.buf[..n], Time::now(), out);
+        Ok(())
+    }
+
+    async fn write(&mut self, io: &mut BoxedStream, write: &DeviceWrite) -> Written {
+        let bytes = match self.decoder.encode_write(write) {
+            Ok(b) => b,
+            Err(e) => return Written::kept(Err(e)),
+        };
+        // A failed or stalled write means the link is gone: reopen it.
+        let result = send(io, &bytes).await;
+        let ended = result.as_ref().err().map(|e| Ended::Lost(e.to_string()));
+        Written { result, ended }
     }
 }

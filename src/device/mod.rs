@@ -1,17 +1,19 @@
-//! Device drivers: one task per device, talking to it through its transport, publishing
-//! its samples and carrying out the writes the command path asks for.
+//! Devices: the one [`runner`] that keeps each device open and serves its writes, the
+//! protocol drivers it runs, and the safe-first write queues between them and the
+//! command path.
 
 pub mod bytes;
 pub mod modbus;
+pub mod runner;
 pub mod socketcan;
 
-pub use crate::protocols::DeviceWrite;
+pub use crate::protocols::{DeviceWrite, WriteError};
 use tokio::sync::{mpsc, oneshot};
 
 /// A write, with an answer once it is done (or could not be).
 pub struct WriteRequest {
     pub write: DeviceWrite,
-    pub done: Option<oneshot::Sender<Result<(), String>>>,
+    pub done: Option<oneshot::Sender<Result<(), WriteError>>>,
 }
 
 /// The command path's side of a device's writes: safe values have their own channel, so
@@ -30,9 +32,6 @@ pub struct Writes {
 
 /// Commands a device may have queued; the queue is short so a stalled device is noticed.
 pub const COMMAND_QUEUE: usize = 64;
-
-/// Why a write was refused while its device is away.
-pub const DISCONNECTED: &str = "device is disconnected";
 
 /// The write queues of a device with `actuators` command routes. The safe queue holds
 /// several rounds of safe values for every actuator (e-stop, deadman and broker loss can
@@ -64,7 +63,7 @@ impl Writes {
                 r = self.safe.recv() => {
                     let r = r?;
                     while let Ok(stale) = self.commands.try_recv() {
-                        refuse(stale, "superseded by the safe state");
+                        refuse(stale, WriteError::Superseded);
                     }
                     return Some(r);
                 }
@@ -77,17 +76,18 @@ impl Writes {
         }
     }
 
-    /// Refuses everything queued, e.g. while the device is away.
-    fn refuse_all(&mut self, why: &str) -> bool {
+    /// Refuses everything queued, e.g. while the device is away. False when the command
+    /// path is gone.
+    fn refuse_all(&mut self, why: &WriteError) -> bool {
         let mut open = true;
         loop {
             match self.safe.try_recv() {
-                Ok(r) => refuse(r, why),
+                Ok(r) => refuse(r, why.clone()),
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 Err(_) => {}
             }
             match self.commands.try_recv() {
-                Ok(r) => refuse(r, why),
+                Ok(r) => refuse(r, why.clone()),
                 Err(mpsc::error::TryRecvError::Empty) => return open,
                 Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
@@ -95,54 +95,9 @@ impl Writes {
     }
 }
 
-/// Sleeps until `wake` while the device is away, refusing its writes meanwhile. False when
-/// the daemon is stopping (or the command path is gone): the driver ends.
-pub(crate) async fn wait_to_retry(
-    wake: tokio::time::Instant,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    writes: &mut Writes,
-) -> bool {
-    loop {
-        if !writes.refuse_all(DISCONNECTED) {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => return true,
-            _ = shutdown.changed() => return false,
-            req = writes.next() => match req {
-                Some(req) => refuse(req, DISCONNECTED),
-                None => return false,
-            },
-        }
-    }
-}
-
-pub(crate) fn refuse(req: WriteRequest, why: &str) {
+pub(crate) fn refuse(req: WriteRequest, why: WriteError) {
     if let Some(done) = req.done {
-        let _ = done.send(Err(why.to_string()));
-    }
-}
-
-/// Hands a protocol core's outputs on: samples to their streams, frames and errors to the
-/// device's counters.
-pub(crate) fn dispatch(
-    out: &mut Vec<crate::protocols::Output>,
-    streams: &mut [crate::stream::StreamPublisher],
-    diag: &crate::diagnostics::DeviceDiag,
-    bus: &crate::bus::BusHandle,
-) {
-    use crate::protocols::Output;
-    let now = tokio::time::Instant::now();
-    for o in out.drain(..) {
-        match o {
-            Output::Frame => diag.frame(),
-            Output::Error(e) => diag.error(e.to_string()),
-            Output::Sample { stream, message } => {
-                if let Some(s) = streams.get_mut(stream) {
-                    s.offer(message, now, bus);
-                }
-            }
-        }
+        let _ = done.send(Err(why));
     }
 }
 
@@ -150,7 +105,7 @@ pub(crate) fn dispatch(
 mod tests {
     use super::*;
 
-    fn req(line: &str) -> (WriteRequest, oneshot::Receiver<Result<(), String>>) {
+    fn req(line: &str) -> (WriteRequest, oneshot::Receiver<Result<(), WriteError>>) {
         let (done, rx) = oneshot::channel();
         (
             WriteRequest {
@@ -180,9 +135,12 @@ mod tests {
         let first = writes.next().await.unwrap();
         assert_eq!(first.write, DeviceWrite::Line(b"D 0".to_vec()));
         for rx in answers {
+            let answer = rx.await.unwrap();
+            assert_eq!(answer, Err(WriteError::Superseded));
             assert_eq!(
-                rx.await.unwrap(),
-                Err("superseded by the safe state".to_string())
+                answer.unwrap_err().to_string(),
+                "superseded by the safe state",
+                "the ack text is unchanged"
             );
         }
     }

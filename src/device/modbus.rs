@@ -4,21 +4,18 @@
 //! health: one that stops answering is marked disconnected and retried with backoff while
 //! the others keep being polled.
 
-use super::{refuse, DeviceWrite, WriteRequest};
+use super::runner::{Driver, Ended, Written};
+use super::{DeviceWrite, WriteError};
 use crate::backoff::Backoff;
-use crate::bus::BusHandle;
 use crate::config::{Device, ProtocolSpec, StreamSelect, TransportSpec};
 use crate::diagnostics::DeviceDiag;
-use crate::messages::{Message, MessageType, Time};
-use crate::protocols::modbus::{
-    decode, plan, Answer, ReadRequest, Register, RegisterKind, WriteOp,
-};
-use crate::stream::StreamPublisher;
+use crate::messages::Time;
+use crate::protocols::modbus::{plan, Answer, ReadRequest, RegisterKind, SampleMap, WriteOp};
+use crate::protocols::Output;
 use crate::transport;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
@@ -52,15 +49,23 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// The failure as the ack of a write to `unit` reports it.
+    fn for_write(&self, text: String) -> WriteError {
+        match self {
+            Failure::Exception(_) => WriteError::DeviceRefused(text),
+            Failure::Timeout => WriteError::TimedOut(text),
+            Failure::Link(_) | Failure::Io(_) => WriteError::LinkFailed(text),
+        }
+    }
+}
+
 struct Poll {
     stream: usize,
     interval: Duration,
     next: Instant,
     plan: Vec<ReadRequest>,
-    registers: Vec<Register>,
-    fields: Vec<(String, String)>,
-    msg_type: MessageType,
-    frame_id: String,
+    map: SampleMap,
 }
 
 struct Unit {
@@ -70,25 +75,14 @@ struct Unit {
     backoff: Backoff,
 }
 
-pub struct ModbusTask {
-    device: Device,
+pub struct ModbusDriver {
+    name: String,
+    transport: TransportSpec,
     timeout: Duration,
     polls: Vec<Poll>,
-    streams: Vec<StreamPublisher>,
+    /// The port's counters (the runner shares them); each unit has its own.
     diag: Arc<DeviceDiag>,
     units: BTreeMap<u8, Unit>,
-    bus: BusHandle,
-    writes: super::Writes,
-    link: watch::Sender<bool>,
-}
-
-enum Ended {
-    /// The port failed; the device is disconnected until it reopens.
-    Lost(String),
-    /// The port is fine but its input may hold a late answer: reopen it quietly, so the
-    /// other units (and their actuators) do not see a disconnect.
-    Resync(String),
-    Shutdown,
 }
 
 /// Maps a tokio-modbus result onto our three kinds of failure.
@@ -104,17 +98,13 @@ fn classify<T>(
     }
 }
 
-impl ModbusTask {
-    /// Builds the driver; `unit_diag` makes the diagnostics entry of each unit.
+impl ModbusDriver {
+    /// Builds the driver; `diag` is the port's entry, `unit_diag` makes each unit's.
     pub fn new(
-        device: Device,
-        streams: Vec<StreamPublisher>,
+        device: &Device,
         diag: Arc<DeviceDiag>,
         mut unit_diag: impl FnMut(u8) -> Arc<DeviceDiag>,
-        bus: BusHandle,
-        writes: super::Writes,
-        link: watch::Sender<bool>,
-    ) -> ModbusTask {
+    ) -> ModbusDriver {
         let timeout = match device.protocol {
             ProtocolSpec::Modbus { timeout } => timeout,
             _ => Duration::from_millis(200),
@@ -135,10 +125,11 @@ impl ModbusTask {
                     interval: *poll_interval,
                     next: now,
                     plan: plan(registers),
-                    registers: registers.clone(),
-                    fields: fields.clone(),
-                    msg_type: s.msg_type,
-                    frame_id: s.frame_id.clone(),
+                    map: SampleMap {
+                        msg_type: s.msg_type,
+                        registers: registers.clone(),
+                        fields: fields.clone(),
+                    },
                 });
             }
         }
@@ -163,77 +154,14 @@ impl ModbusTask {
                 )
             })
             .collect();
-        ModbusTask {
-            device,
+        ModbusDriver {
+            name: device.name.clone(),
+            transport: device.transport.clone(),
             timeout,
             polls,
-            streams,
             diag,
             units,
-            bus,
-            writes,
-            link,
         }
-    }
-
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        // True while reopening only to drop stale input: the port stays "connected".
-        let mut resyncing = false;
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match transport::open(&self.device.transport).await {
-                Err(e) => {
-                    if resyncing {
-                        resyncing = false;
-                        self.port_down();
-                    }
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(device = %self.device.name, "Modbus port unavailable: {e}; retrying");
-                        self.diag.error(format!("unavailable: {e}"));
-                    }
-                    let wake = Instant::now() + backoff.next_delay();
-                    if !super::wait_to_retry(wake, &mut shutdown, &mut self.writes).await {
-                        return;
-                    }
-                }
-                Ok(io) => {
-                    backoff.reset();
-                    let ctx = match self.device.transport {
-                        TransportSpec::Tcp(_) => tokio_modbus::client::tcp::attach(io),
-                        _ => tokio_modbus::client::rtu::attach(io),
-                    };
-                    if !resyncing {
-                        if self.diag.set_connected(true) {
-                            tracing::info!(device = %self.device.name, path = %self.device.transport.describe(), "Modbus port open");
-                        }
-                        let _ = self.link.send(true);
-                    }
-                    resyncing = false;
-                    match self.pump(ctx, &mut shutdown).await {
-                        Ended::Shutdown => {
-                            self.port_down();
-                            return;
-                        }
-                        Ended::Resync(reason) => {
-                            tracing::debug!(device = %self.device.name, "reopening the Modbus port to drop stale input: {reason}");
-                            resyncing = true;
-                        }
-                        Ended::Lost(reason) => {
-                            tracing::warn!(device = %self.device.name, "Modbus port lost: {reason}");
-                            self.port_down();
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn port_down(&mut self) {
-        self.diag.set_connected(false);
-        let _ = self.link.send(false);
     }
 
     async fn call(&self, ctx: &mut Context, req: &ReadRequest) -> Result<Answer, Failure> {
@@ -286,11 +214,10 @@ impl ModbusTask {
     /// reopened: after a timeout or a garbled answer a late reply could otherwise be taken
     /// for the answer to the next request (quiet resync); after an I/O error the port is gone.
     fn record(&mut self, unit: u8, result: &Result<(), Failure>) -> Option<Ended> {
-        let name = self.device.name.clone();
+        let name = self.name.clone();
         if let Err(Failure::Io(e)) = result {
-            self.diag
-                .error(format!("unit {unit}: link failure: port: {e}"));
-            return Some(Ended::Lost(e.clone()));
+            // The runner counts the disconnect, with this reason.
+            return Some(Ended::Lost(format!("unit {unit}: link failure: port: {e}")));
         }
         let u = self.units.get_mut(&unit)?;
         match result {
@@ -334,7 +261,7 @@ impl ModbusTask {
     }
 
     /// Polls stream `p` once; returns how the connection must end, if it must.
-    async fn poll(&mut self, ctx: &mut Context, p: usize) -> Option<Ended> {
+    async fn poll(&mut self, ctx: &mut Context, p: usize, out: &mut Vec<Output>) -> Option<Ended> {
         let stamp = Time::now();
         let plan = self.polls[p].plan.clone();
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(plan.len());
@@ -355,52 +282,87 @@ impl ModbusTask {
             answers.push(answer);
         }
         let poll = &self.polls[p];
-        // A sample needs every register it maps; a unit that did not answer leaves the
-        // stream without a sample this round rather than with stale or default values.
-        let mut values = BTreeMap::new();
-        for (req, answer) in plan.iter().zip(&answers) {
-            let Some(answer) = answer else { continue };
-            for (i, at) in &req.members {
-                let reg = &poll.registers[*i];
-                if let Some(v) = decode(reg, answer, *at) {
-                    values.insert(reg.name.as_str(), v);
+        match poll.map.assemble(&plan, &answers) {
+            Ok(Some(message)) => out.push(Output::Sample {
+                stream: poll.stream,
+                stamp,
+                message,
+            }),
+            Ok(None) => {}
+            Err(errors) => {
+                for e in errors {
+                    self.diag.error(e);
                 }
-            }
-        }
-        if values.len() == poll.registers.len() {
-            let mut msg = poll.msg_type.new_message();
-            {
-                let h = msg.header_mut();
-                h.stamp = stamp;
-                h.frame_id.clone_from(&poll.frame_id);
-            }
-            let mut good = true;
-            if poll.fields.is_empty() {
-                if let Message::Map(m) = &mut msg {
-                    for r in &poll.registers {
-                        m.insert(&r.name, values[r.name.as_str()].clone());
-                    }
-                }
-            } else {
-                for (path, name) in &poll.fields {
-                    if let Err(e) = msg.set_path(path, &values[name.as_str()]) {
-                        self.diag.error(format!("{path} = register {name}: {e}"));
-                        good = false;
-                    }
-                }
-            }
-            if good {
-                let stream = poll.stream;
-                self.streams[stream].offer(msg, Instant::now(), &self.bus);
             }
         }
         reopen
     }
+}
 
-    async fn do_write(&mut self, ctx: &mut Context, req: WriteRequest) -> Option<Ended> {
-        let DeviceWrite::Modbus(ops) = &req.write else {
-            refuse(req, "this device takes Modbus register writes");
-            return None;
+impl Driver for ModbusDriver {
+    type Conn = Context;
+    type Event = ();
+    const KIND: &'static str = "Modbus port";
+    const RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+    fn describe(&self) -> String {
+        self.transport.describe()
+    }
+
+    async fn open(&mut self) -> Result<Context, String> {
+        let io = transport::open(&self.transport)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        for p in &mut self.polls {
+            p.next = now;
+        }
+        Ok(match self.transport {
+            TransportSpec::Tcp(_) => tokio_modbus::client::tcp::attach(io),
+            _ => tokio_modbus::client::rtu::attach(io),
+        })
+    }
+
+    /// A poll is due. Only a sleep, so dropping it (a write came first) loses nothing.
+    async fn next_event(&mut self, _ctx: &mut Context) -> Result<(), Ended> {
+        match self.polls.iter().map(|p| p.next).min() {
+            Some(t) => sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+        Ok(())
+    }
+
+    async fn on_event(
+        &mut self,
+        ctx: &mut Context,
+        (): (),
+        out: &mut Vec<Output>,
+    ) -> Result<(), Ended> {
+        let now = Instant::now();
+        for p in 0..self.polls.len() {
+            if self.polls[p].next > now {
+                continue;
+            }
+            if let Some(end) = self.poll(ctx, p, out).await {
+                return Err(end);
+            }
+            // A poll that overran its slot is counted and skipped, never queued.
+            let done = Instant::now();
+            let poll = &mut self.polls[p];
+            poll.next += poll.interval;
+            while poll.next <= done {
+                poll.next += poll.interval;
+                self.diag.missed();
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, ctx: &mut Context, write: &DeviceWrite) -> Written {
+        let DeviceWrite::Modbus(ops) = write else {
+            return Written::kept(Err(WriteError::Unwritable(
+                "this device takes Modbus register writes".into(),
+            )));
         };
         let unit_of = |op: &WriteOp| match op {
             WriteOp::Coil { unit, .. } | WriteOp::Registers { unit, .. } => *unit,
@@ -411,77 +373,26 @@ impl ModbusTask {
         let mut order: Vec<&WriteOp> = ops.iter().collect();
         order.sort_by_key(|op| self.units.get(&unit_of(op)).is_some_and(|u| u.failures > 0));
         let mut result = Ok(());
-        let mut reopen = None;
+        let mut ended = None;
         for (k, op) in order.iter().enumerate() {
             let unit = unit_of(op);
             let r = self.write_op(ctx, op).await;
             if let Some(end) = self.record(unit, &r) {
-                reopen = Some(end);
+                ended = Some(end);
             }
             if let Err(f) = r {
-                result = Err(if k == 0 {
+                let text = if k == 0 {
                     format!("unit {unit}: {f}")
                 } else {
                     format!(
                         "unit {unit}: {f} (after {k} of {} writes went out)",
                         ops.len()
                     )
-                });
+                };
+                result = Err(f.for_write(text));
                 break;
             }
         }
-        if let Some(done) = req.done {
-            let _ = done.send(result);
-        }
-        reopen
-    }
-
-    async fn pump(&mut self, mut ctx: Context, shutdown: &mut watch::Receiver<bool>) -> Ended {
-        let now = Instant::now();
-        for p in &mut self.polls {
-            p.next = now;
-        }
-        loop {
-            // Commands go before polls (see `biased` below): a setpoint should not wait
-            // behind a register sweep.
-            let next_poll = self.polls.iter().map(|p| p.next).min();
-            let next_flush = self.streams.iter().filter_map(|s| s.deadline()).min();
-            let far = Instant::now() + Duration::from_secs(3600);
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => return Ended::Shutdown,
-                req = self.writes.next() => match req {
-                    Some(req) => if let Some(end) = self.do_write(&mut ctx, req).await {
-                        return end;
-                    },
-                    None => return Ended::Shutdown,
-                },
-                _ = sleep_until(next_flush.unwrap_or(far)), if next_flush.is_some() => {
-                    let now = Instant::now();
-                    for s in &mut self.streams {
-                        s.flush_due(now, &self.bus);
-                    }
-                }
-                _ = sleep_until(next_poll.unwrap_or(far)), if next_poll.is_some() => {
-                    let now = Instant::now();
-                    for p in 0..self.polls.len() {
-                        if self.polls[p].next > now {
-                            continue;
-                        }
-                        if let Some(end) = self.poll(&mut ctx, p).await {
-                            return end;
-                        }
-                        // A poll that overran its slot is counted and skipped, never queued.
-                        let done = Instant::now();
-                        let poll = &mut self.polls[p];
-                        poll.next += poll.interval;
-                        while poll.next <= done {
-                            poll.next += poll.interval;
-                            self.diag.missed();
-                        }
-                    }
-                }
-            }
-        }
+        Written { result, ended }
     }
 }

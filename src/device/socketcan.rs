@@ -1,29 +1,18 @@
 //! The SocketCAN driver: a kernel CAN interface (`can0`, `vcan0`) through the socketcan
 //! crate, classic and CAN-FD frames, feeding the same CAN core as slcan adapters.
 
-use super::{dispatch, refuse, DeviceWrite};
-use crate::backoff::Backoff;
-use crate::bus::BusHandle;
-use crate::config::{Device, TransportSpec};
-use crate::diagnostics::DeviceDiag;
+use super::runner::{Driver, Ended, Written};
+use super::{DeviceWrite, WriteError};
 use crate::messages::Time;
 use crate::protocols::can::{CanCore, CanFrame};
-use crate::stream::StreamPublisher;
+use crate::protocols::{Output, ProtocolError};
 use socketcan::tokio::CanFdSocket;
 use socketcan::{CanAnyFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Frame, Id, StandardId};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
 
-pub struct SocketCanTask {
-    pub device: Device,
+pub struct SocketCanDriver {
+    pub interface: String,
     pub core: CanCore,
-    pub streams: Vec<StreamPublisher>,
-    pub diag: Arc<DeviceDiag>,
-    pub bus: BusHandle,
-    pub writes: super::Writes,
-    pub link: watch::Sender<bool>,
 }
 
 fn id_of(f: &CanFrame) -> Option<Id> {
@@ -76,94 +65,58 @@ fn from_socketcan(f: &CanAnyFrame) -> Option<CanFrame> {
     })
 }
 
-impl SocketCanTask {
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let TransportSpec::SocketCan(iface) = self.device.transport.clone() else {
-            return;
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        loop {
-            match CanFdSocket::open(&iface) {
-                Err(e) => {
-                    if backoff.attempts() == 0 {
-                        tracing::warn!(device = %self.device.name, interface = %iface, "CAN interface unavailable: {e}; retrying");
-                        self.diag.error(format!("unavailable: {iface}: {e}"));
-                    }
-                    let wake = Instant::now() + backoff.next_delay();
-                    if !super::wait_to_retry(wake, &mut shutdown, &mut self.writes).await {
-                        return;
-                    }
-                }
-                Ok(sock) => {
-                    backoff.reset();
-                    if self.diag.set_connected(true) {
-                        tracing::info!(device = %self.device.name, interface = %iface, "CAN interface open");
-                    }
-                    let _ = self.link.send(true);
-                    let reason = self.pump(sock, &mut shutdown).await;
-                    self.diag.set_connected(false);
-                    let _ = self.link.send(false);
-                    match reason {
-                        None => return,
-                        Some(r) => {
-                            tracing::warn!(device = %self.device.name, "CAN interface lost: {r}");
-                            self.diag.error(format!("disconnected: {r}"));
-                        }
-                    }
-                }
-            }
-        }
+impl Driver for SocketCanDriver {
+    type Conn = CanFdSocket;
+    type Event = CanAnyFrame;
+    const KIND: &'static str = "CAN interface";
+    const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
+    fn describe(&self) -> String {
+        format!("socketcan:{}", self.interface)
     }
 
-    /// Runs until the socket fails (`Some(reason)`) or shutdown (`None`).
-    async fn pump(
+    async fn open(&mut self) -> Result<CanFdSocket, String> {
+        CanFdSocket::open(&self.interface).map_err(|e| format!("{}: {e}", self.interface))
+    }
+
+    async fn next_event(&mut self, sock: &mut CanFdSocket) -> Result<CanAnyFrame, Ended> {
+        sock.read_frame()
+            .await
+            .map_err(|e| Ended::Lost(e.to_string()))
+    }
+
+    async fn on_event(
         &mut self,
-        sock: CanFdSocket,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<String> {
-        let mut out = Vec::with_capacity(16);
-        loop {
-            let due = self.streams.iter().filter_map(|s| s.deadline()).min();
-            let far = Instant::now() + Duration::from_secs(3600);
-            tokio::select! {
-                r = sock.read_frame() => match r {
-                    Ok(f) => {
-                        match from_socketcan(&f) {
-                            Some(frame) => self.core.on_frame(&frame, Time::now(), &mut out),
-                            None => self.diag.error("CAN error frame".into()),
-                        }
-                        dispatch(&mut out, &mut self.streams, &self.diag, &self.bus);
-                    }
-                    Err(e) => return Some(e.to_string()),
-                },
-                _ = sleep_until(due.unwrap_or(far)), if due.is_some() => {
-                    let now = Instant::now();
-                    for s in &mut self.streams {
-                        s.flush_due(now, &self.bus);
-                    }
-                }
-                req = self.writes.next() => {
-                    let req = req?;
-                    let DeviceWrite::Can(f) = &req.write else {
-                        refuse(req, "a CAN bus takes CAN frames");
-                        continue;
-                    };
-                    let Some(frame) = to_socketcan(f) else {
-                        refuse(req, "the frame does not fit CAN");
-                        continue;
-                    };
-                    let result = match tokio::time::timeout(Duration::from_secs(1), sock.write_frame(&frame)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(format!("write failed: {e}")),
-                        Err(_) => Err("write timed out (bus off?)".to_string()),
-                    };
-                    if let Some(done) = req.done {
-                        let _ = done.send(result);
-                    }
-                }
-                _ = shutdown.changed() => return None,
-            }
+        _sock: &mut CanFdSocket,
+        frame: CanAnyFrame,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Ended> {
+        match from_socketcan(&frame) {
+            Some(frame) => self.core.on_frame(&frame, Time::now(), out),
+            None => out.push(Output::Error(ProtocolError::Can("CAN error frame".into()))),
         }
+        Ok(())
+    }
+
+    async fn write(&mut self, sock: &mut CanFdSocket, write: &DeviceWrite) -> Written {
+        let DeviceWrite::Can(f) = write else {
+            return Written::kept(Err(WriteError::Unwritable(
+                "a CAN bus takes CAN frames".into(),
+            )));
+        };
+        let Some(frame) = to_socketcan(f) else {
+            return Written::kept(Err(WriteError::Unwritable(
+                "the frame does not fit CAN".into(),
+            )));
+        };
+        // A bus that refuses a frame (bus off, full queue) is still open: the session goes on.
+        Written::kept(
+            match tokio::time::timeout(Duration::from_secs(1), sock.write_frame(&frame)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(WriteError::LinkFailed(format!("write failed: {e}"))),
+                Err(_) => Err(WriteError::TimedOut("write timed out (bus off?)".into())),
+            },
+        )
     }
 }
 

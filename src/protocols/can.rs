@@ -4,7 +4,7 @@
 
 use super::dbc::{self, MessageDef};
 use super::slcan::{self, SlcanDecoder, SlcanEvent};
-use super::{Decoder, DeviceWrite, Output, ProtocolError};
+use super::{Decoder, DeviceWrite, Output, ProtocolError, WriteError};
 use crate::config::{StreamSelect, StreamSpec};
 use crate::messages::{Frame, Header, MapMessage, Message, Time};
 use std::sync::Arc;
@@ -21,15 +21,9 @@ pub struct CanFrame {
 }
 
 enum Binding {
-    Message {
-        def: Arc<MessageDef>,
-        frame_id: String,
-    },
+    Message(Arc<MessageDef>),
     /// Raw frames whose id is listed (or every frame).
-    Raw {
-        ids: Option<Vec<u32>>,
-        frame_id: String,
-    },
+    Raw(Option<Vec<u32>>),
 }
 
 /// Frame → samples for one device's streams.
@@ -43,18 +37,9 @@ impl CanCore {
         let streams = streams
             .iter()
             .map(|s| match &s.select {
-                StreamSelect::CanMessage { message } => Binding::Message {
-                    def: message.clone(),
-                    frame_id: s.frame_id.clone(),
-                },
-                StreamSelect::CanRaw { ids } => Binding::Raw {
-                    ids: ids.clone(),
-                    frame_id: s.frame_id.clone(),
-                },
-                _ => Binding::Raw {
-                    ids: Some(Vec::new()),
-                    frame_id: s.frame_id.clone(),
-                },
+                StreamSelect::CanMessage { message } => Binding::Message(message.clone()),
+                StreamSelect::CanRaw { ids } => Binding::Raw(ids.clone()),
+                _ => Binding::Raw(Some(Vec::new())),
             })
             .collect();
         CanCore {
@@ -67,7 +52,7 @@ impl CanCore {
         out.push(Output::Frame);
         for (i, b) in self.streams.iter().enumerate() {
             match b {
-                Binding::Message { def, frame_id } => {
+                Binding::Message(def) => {
                     if def.id != f.id || def.extended != f.extended || f.rtr {
                         continue;
                     }
@@ -84,31 +69,25 @@ impl CanCore {
                     self.values.clear();
                     dbc::decode(def, &f.data, &mut self.values);
                     let mut m = MapMessage {
-                        header: Header {
-                            seq: 0,
-                            stamp,
-                            frame_id: frame_id.clone(),
-                        },
+                        header: Header::default(),
                         values: Vec::with_capacity(self.values.len()),
                     };
                     m.values.append(&mut self.values);
                     out.push(Output::Sample {
                         stream: i,
+                        stamp,
                         message: Message::Map(m),
                     });
                 }
-                Binding::Raw { ids, frame_id } => {
+                Binding::Raw(ids) => {
                     if ids.as_ref().is_some_and(|ids| !ids.contains(&f.id)) {
                         continue;
                     }
                     out.push(Output::Sample {
                         stream: i,
+                        stamp,
                         message: Message::Frame(Frame {
-                            header: Header {
-                                seq: 0,
-                                stamp,
-                                frame_id: frame_id.clone(),
-                            },
+                            header: Header::default(),
                             id: f.id,
                             is_extended: f.extended,
                             is_rtr: f.rtr,
@@ -163,16 +142,20 @@ impl Decoder for SlcanProtocol {
         self.setup.clone()
     }
 
-    fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, String> {
+    fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, WriteError> {
         match w {
             // slcan carries classic frames only; never send a cut-down frame.
-            DeviceWrite::Can(f) if f.data.len() > 8 || f.dlc > 8 => Err(format!(
-                "frame 0x{:X} has {} bytes; an slcan adapter sends at most 8",
-                f.id,
-                f.data.len().max(f.dlc as usize)
-            )),
+            DeviceWrite::Can(f) if f.data.len() > 8 || f.dlc > 8 => {
+                Err(WriteError::Unwritable(format!(
+                    "frame 0x{:X} has {} bytes; an slcan adapter sends at most 8",
+                    f.id,
+                    f.data.len().max(f.dlc as usize)
+                )))
+            }
             DeviceWrite::Can(f) => Ok(slcan::encode(f)),
-            _ => Err("an slcan adapter takes CAN frames".into()),
+            _ => Err(WriteError::Unwritable(
+                "an slcan adapter takes CAN frames".into(),
+            )),
         }
     }
 }

@@ -58,7 +58,6 @@ impl Val<'_> {
 struct Binding {
     sensor: String,
     msg_type: MessageType,
-    frame_id: String,
     when: Vec<(String, String)>,
     fields: Vec<(String, String)>,
 }
@@ -91,7 +90,6 @@ impl LinesDecoder {
                 Binding {
                     sensor: s.sensor.clone(),
                     msg_type: s.msg_type,
-                    frame_id: s.frame_id.clone(),
                     when,
                     fields,
                 }
@@ -198,11 +196,6 @@ fn on_pairs(streams: &[Binding], pairs: &[(&str, Val<'_>)], stamp: Time, out: &m
             continue;
         }
         let mut message = b.msg_type.new_message();
-        {
-            let h = message.header_mut();
-            h.stamp = stamp;
-            h.frame_id.clone_from(&b.frame_id);
-        }
         if b.fields.is_empty() {
             // `map` without `fields`: every key but the selectors.
             for (k, v) in pairs {
@@ -242,7 +235,11 @@ fn on_pairs(streams: &[Binding], pairs: &[(&str, Val<'_>)], stamp: Time, out: &m
                 continue 'streams;
             }
         }
-        out.push(Output::Sample { stream: i, message });
+        out.push(Output::Sample {
+            stream: i,
+            stamp,
+            message,
+        });
     }
 }
 
@@ -339,7 +336,9 @@ mod tests {
     fn samples(out: &[Output]) -> Vec<(usize, Message)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Sample { stream, message } => Some((*stream, message.clone())),
+                Output::Sample {
+                    stream, message, ..
+                } => Some((*stream, message.clone())),
                 _ => None,
             })
             .collect()

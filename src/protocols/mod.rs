@@ -16,8 +16,13 @@ use thiserror::Error;
 /// What a protocol core makes of the bytes it is fed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// A message for the stream at this index of the device's streams.
-    Sample { stream: usize, message: Message },
+    /// A message body for the stream at this index of the device's streams, read at
+    /// `stamp`. Its header is left for the stream layer to fill (stamp, frame, seq).
+    Sample {
+        stream: usize,
+        stamp: Time,
+        message: Message,
+    },
     /// One well-formed frame (sentence, line) was read, whether or not a stream took it.
     Frame,
     /// A corrupt or unusable frame: counted in diagnostics, never published.
@@ -47,6 +52,32 @@ pub enum DeviceWrite {
     Can(can::CanFrame),
 }
 
+/// Why a device write did not happen, as the command's ack reports it. The kinds are kept
+/// apart because they call for different reactions: a device that is away gets its safe
+/// values on reconnect anyway, one that refused (a Modbus exception) is alive, and a
+/// failed or silent link means the write must be tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WriteError {
+    /// The device is not open; nothing was written.
+    #[error("device is disconnected")]
+    Disconnected,
+    /// Safe values were queued after this command, which was dropped unwritten.
+    #[error("superseded by the safe state")]
+    Superseded,
+    /// No confirmation in time, from the device or from its driver.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The device answered and said no (e.g. a Modbus exception).
+    #[error("{0}")]
+    DeviceRefused(String),
+    /// The link failed while writing (port gone, I/O error, garbled answer).
+    #[error("{0}")]
+    LinkFailed(String),
+    /// The write cannot be carried by this device (e.g. a CAN-FD frame on an slcan adapter).
+    #[error("{0}")]
+    Unwritable(String),
+}
+
 /// A device's protocol core, built from its validated config.
 pub trait Decoder: Send {
     /// Feeds bytes read at `stamp`; results are appended to `out`.
@@ -58,10 +89,12 @@ pub trait Decoder: Send {
         Vec::new()
     }
     /// The bytes that carry out a write on this protocol.
-    fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, String> {
+    fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, WriteError> {
         match w {
             DeviceWrite::Line(bytes) => Ok(bytes.clone()),
-            _ => Err("this device takes text lines".into()),
+            _ => Err(WriteError::Unwritable(
+                "this device takes text lines".into(),
+            )),
         }
     }
 }

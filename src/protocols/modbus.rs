@@ -3,7 +3,8 @@
 //! encoding of command values into register writes. The wire protocol is tokio-modbus's.
 
 pub use crate::config::robot::{RegisterFormat, RegisterKind, WordOrder};
-use crate::messages::Scalar;
+use crate::messages::{Message, MessageType, Scalar};
+use std::collections::BTreeMap;
 
 /// Most registers one read may ask for (Modbus limit for function codes 3 and 4).
 pub const MAX_WORDS: u16 = 125;
@@ -139,6 +140,61 @@ pub fn decode(reg: &Register, answer: &Answer, at: u16) -> Option<Scalar> {
     Some(Scalar::Float(value))
 }
 
+/// How a polled stream's registers become its message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleMap {
+    pub msg_type: MessageType,
+    pub registers: Vec<Register>,
+    /// `(message field path, register name)`; empty for `map` means every register.
+    pub fields: Vec<(String, String)>,
+}
+
+impl SampleMap {
+    /// The sample of one poll: `plan`'s requests and their answers, `None` for a request
+    /// that went unanswered. A sample needs every register it maps, so a unit that did not
+    /// answer leaves the stream without a sample this round (`Ok(None)`) rather than with
+    /// stale or default values. `Err` lists each field the value did not fit.
+    pub fn assemble(
+        &self,
+        plan: &[ReadRequest],
+        answers: &[Option<Answer>],
+    ) -> Result<Option<Message>, Vec<String>> {
+        let mut values = BTreeMap::new();
+        for (req, answer) in plan.iter().zip(answers) {
+            let Some(answer) = answer else { continue };
+            for (i, at) in &req.members {
+                let reg = &self.registers[*i];
+                if let Some(v) = decode(reg, answer, *at) {
+                    values.insert(reg.name.as_str(), v);
+                }
+            }
+        }
+        if values.len() != self.registers.len() {
+            return Ok(None);
+        }
+        let mut msg = self.msg_type.new_message();
+        let mut errors = Vec::new();
+        if self.fields.is_empty() {
+            if let Message::Map(m) = &mut msg {
+                for r in &self.registers {
+                    m.insert(&r.name, values[r.name.as_str()].clone());
+                }
+            }
+        } else {
+            for (path, name) in &self.fields {
+                if let Err(e) = msg.set_path(path, &values[name.as_str()]) {
+                    errors.push(format!("{path} = register {name}: {e}"));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Some(msg))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// Where a command field is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisterWrite {
@@ -259,6 +315,98 @@ mod tests {
             scale: 1.0,
             offset: 0.0,
         }
+    }
+
+    fn battery_map() -> SampleMap {
+        use RegisterFormat::*;
+        use RegisterKind::*;
+        let mut volts = reg("volts", 1, Holding, 10, U16);
+        volts.scale = 0.01;
+        SampleMap {
+            msg_type: MessageType::BatteryState,
+            registers: vec![volts, reg("amps", 2, Input, 0, I16)],
+            fields: vec![
+                ("voltage".into(), "volts".into()),
+                ("current".into(), "amps".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_poll_with_every_answer_becomes_a_sample_of_the_mapped_fields() {
+        let map = battery_map();
+        let plan = plan(&map.registers);
+        assert_eq!(plan.len(), 2, "two units: two requests");
+        let answers: Vec<Option<Answer>> = plan
+            .iter()
+            .map(|r| {
+                Some(Answer::Words(if r.unit == 1 {
+                    vec![2412]
+                } else {
+                    vec![(-150i16) as u16]
+                }))
+            })
+            .collect();
+        let msg = map.assemble(&plan, &answers).unwrap().unwrap();
+        let Message::BatteryState(b) = &msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!((b.voltage, b.current), (24.12, -150.0));
+    }
+
+    #[test]
+    fn a_poll_a_unit_did_not_answer_makes_no_sample() {
+        let map = battery_map();
+        let plan = plan(&map.registers);
+        let answers: Vec<Option<Answer>> = plan
+            .iter()
+            .map(|r| (r.unit == 1).then(|| Answer::Words(vec![2412])))
+            .collect();
+        assert_eq!(map.assemble(&plan, &answers), Ok(None));
+    }
+
+    #[test]
+    fn a_map_stream_takes_every_register_by_name() {
+        use RegisterFormat::*;
+        use RegisterKind::*;
+        let map = SampleMap {
+            msg_type: MessageType::Map,
+            registers: vec![reg("run", 1, Coil, 0, Bool), reg("rpm", 1, Holding, 4, U16)],
+            fields: vec![],
+        };
+        let plan = plan(&map.registers);
+        let answers: Vec<Option<Answer>> = plan
+            .iter()
+            .map(|r| {
+                Some(match r.kind {
+                    Coil => Answer::Bits(vec![true]),
+                    _ => Answer::Words(vec![1500]),
+                })
+            })
+            .collect();
+        let msg = map.assemble(&plan, &answers).unwrap().unwrap();
+        assert_eq!(msg.get_path("run"), Some(Scalar::Bool(true)));
+        assert_eq!(msg.get_path("rpm"), Some(Scalar::Int(1500)));
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_its_field_is_reported_and_makes_no_sample() {
+        use RegisterFormat::*;
+        use RegisterKind::*;
+        // NavSatFix's status is an i8: 300 does not fit.
+        let map = SampleMap {
+            msg_type: MessageType::NavSatFix,
+            registers: vec![reg("fix", 1, Holding, 0, U16)],
+            fields: vec![("status.status".into(), "fix".into())],
+        };
+        let plan = plan(&map.registers);
+        let answers = vec![Some(Answer::Words(vec![300]))];
+        let errors = map.assemble(&plan, &answers).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("status.status = register fix: "),
+            "{errors:?}"
+        );
     }
 
     #[test]

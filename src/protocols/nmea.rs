@@ -5,9 +5,7 @@
 use super::framing::LineFramer;
 use super::{Decoder, Output};
 use crate::config::{StreamSelect, StreamSpec};
-use crate::messages::{
-    Header, MapMessage, Message, MessageType, NavSatFix, NavSatStatus, Scalar, Time,
-};
+use crate::messages::{MapMessage, Message, MessageType, NavSatFix, NavSatStatus, Scalar, Time};
 use nmea::sentences::FixType;
 use nmea::ParseResult;
 use thiserror::Error;
@@ -142,7 +140,6 @@ pub fn check_sentence(line: &[u8]) -> Result<(Sentence<'_>, usize), NmeaError> {
 struct Binding {
     source: String,
     msg_type: MessageType,
-    frame_id: String,
 }
 
 impl Binding {
@@ -171,7 +168,6 @@ impl NmeaDecoder {
                     _ => String::new(),
                 },
                 msg_type: s.msg_type,
-                frame_id: s.frame_id.clone(),
             })
             .collect();
         NmeaDecoder {
@@ -197,11 +193,6 @@ impl NmeaDecoder {
             if !b.matches(&sentence) {
                 continue;
             }
-            let header = Header {
-                seq: 0,
-                stamp,
-                frame_id: b.frame_id.clone(),
-            };
             let parsed = parsed.get_or_insert_with(|| {
                 nmea::parse_str(sentence.text).map_err(|e| NmeaError::Malformed {
                     address: sentence.address.to_string(),
@@ -210,13 +201,15 @@ impl NmeaDecoder {
             });
             let message = match (b.msg_type, &*parsed) {
                 (_, Err(e)) => Err(e.clone()),
-                (MessageType::NavSatFix, Ok(p)) => {
-                    navsat_fix(&sentence, p, header).map(Message::NavSatFix)
-                }
-                (_, Ok(p)) => Ok(Message::Map(nmea_map(&sentence, p, header))),
+                (MessageType::NavSatFix, Ok(p)) => navsat_fix(&sentence, p).map(Message::NavSatFix),
+                (_, Ok(p)) => Ok(Message::Map(nmea_map(&sentence, p))),
             };
             match message {
-                Ok(message) => out.push(Output::Sample { stream: i, message }),
+                Ok(message) => out.push(Output::Sample {
+                    stream: i,
+                    stamp,
+                    message,
+                }),
                 Err(e) => {
                     out.push(Output::Error(e.into()));
                     // One error per sentence, however many streams read it.
@@ -275,9 +268,8 @@ fn status_of(fix: FixType) -> (i8, f64) {
     }
 }
 
-fn navsat_fix(s: &Sentence<'_>, p: &ParseResult, header: Header) -> Result<NavSatFix, NmeaError> {
+fn navsat_fix(s: &Sentence<'_>, p: &ParseResult) -> Result<NavSatFix, NmeaError> {
     let mut fix = NavSatFix {
-        header,
         ..NavSatFix::default()
     };
     fix.status.service = service_of(s.talker);
@@ -346,11 +338,8 @@ fn put_display<T: std::fmt::Display>(m: &mut MapMessage, k: &str, v: Option<T>) 
 
 /// Every field the `nmea` crate parses, by name; sentences it does not know give their raw
 /// fields as `f1`, `f2`, ...
-fn nmea_map(s: &Sentence<'_>, p: &ParseResult, header: Header) -> MapMessage {
-    let mut m = MapMessage {
-        header,
-        values: Vec::new(),
-    };
+fn nmea_map(s: &Sentence<'_>, p: &ParseResult) -> MapMessage {
+    let mut m = MapMessage::default();
     m.insert("sentence", Scalar::Str(s.address.to_string()));
     match p {
         ParseResult::GGA(g) => {
@@ -497,8 +486,15 @@ mod tests {
             NavSatFix::COVARIANCE_TYPE_APPROXIMATED
         );
         assert!((f.position_covariance[0] - (0.9f64 * 4.0).powi(2)).abs() < 1e-9);
-        assert_eq!(f.header.frame_id, "gps");
-        assert_eq!(f.header.stamp, Time { sec: 1, nanosec: 2 });
+        // The body only: the stream layer fills the header, at the stamp of the read.
+        assert_eq!(f.header, crate::messages::Header::default());
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Sample {
+                stamp: Time { sec: 1, nanosec: 2 },
+                ..
+            }
+        )));
         assert!(errors(&out).is_empty());
     }
 

@@ -54,7 +54,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("{e}");
         std::process::exit(2)
     });
-    let fleet = FleetClient::connect(FleetOptions::new(&args.url)).await?;
+    // A bad --url is the user's input, like the other flags: exit code 2.
+    let opts = FleetOptions::new(&args.url).unwrap_or_else(|e| {
+        eprintln!("--url: {e}");
+        std::process::exit(2)
+    });
+    let fleet = FleetClient::connect(opts).await?;
     let mut robots = fleet.robot_events().await?;
     let mut fixes = fleet.subscribe::<NavSatFix>("robot/+/gps/fix").await?;
     let mut batteries = fleet.subscribe::<BatteryState>("robot/+/battery").await?;

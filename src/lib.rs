@@ -22,8 +22,10 @@
 //! - [`demo`]: the zero-setup demo with an embedded broker.
 //! - [`fleet`]: fleet-side tools (`topic echo`) and MessagePack ↔ JSON.
 //! - [`backoff`]: jittered exponential backoff.
+//! - [`cli`]: the command line's arguments, each command's output and its exit codes.
 pub mod backoff;
 pub mod bus;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;

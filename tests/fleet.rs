@@ -203,7 +203,7 @@ async fn wait_subscribed(broker: &Mosquitto, client_prefix: &str, filter: &str) 
 
 /// A FleetClient with an id of our own, to find it in the broker's log.
 async fn fleet_client(broker: &Mosquitto, tag: &str) -> (FleetClient, String) {
-    let mut opts = FleetOptions::new(&broker.url());
+    let mut opts = FleetOptions::new(&broker.url()).expect("the test broker's URL is valid");
     let id = unique(tag);
     opts.bus.client_id = id.clone();
     let fleet = FleetClient::connect(opts)

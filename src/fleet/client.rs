@@ -8,7 +8,7 @@
 //! use std::time::Duration;
 //!
 //! # async fn run() -> Result<(), botbus::fleet::FleetError> {
-//! let fleet = FleetClient::connect(FleetOptions::new("mqtt://127.0.0.1:1883")).await?;
+//! let fleet = FleetClient::connect(FleetOptions::new("mqtt://127.0.0.1:1883")?).await?;
 //! let mut fixes = fleet.subscribe::<NavSatFix>("robot/+/gps/fix").await?;
 //! while let Some((robot, fix)) = fixes.next().await {
 //!     println!("{robot}: {:.6} {:.6}", fix.latitude, fix.longitude);
@@ -37,6 +37,9 @@ pub enum FleetError {
     Unreachable(String),
     #[error("{0}")]
     Config(String),
+    /// A broker URL that does not parse (the message never repeats a password in it).
+    #[error("invalid broker URL: {0}")]
+    BadUrl(String),
     #[error("`{0}` is not a valid MQTT topic filter")]
     BadFilter(String),
     #[error("no ack from {robot}/{actuator} within {ms} ms")]
@@ -62,11 +65,13 @@ pub struct FleetOptions {
 }
 
 impl FleetOptions {
-    /// Defaults for `url` (anonymous, no TLS, prefix `robot`).
-    pub fn new(url: &str) -> FleetOptions {
+    /// Defaults for `url` (anonymous, no TLS, prefix `robot`). The URL is often typed by a
+    /// user, so a bad one is [`FleetError::BadUrl`], not a panic.
+    pub fn new(url: &str) -> Result<FleetOptions, FleetError> {
+        crate::bus::BrokerUrl::parse(url).map_err(FleetError::BadUrl)?;
         let mut settings = Settings::default();
         settings.mqtt.url = url.to_string();
-        FleetOptions::from_settings(&settings).expect("the built-in settings are valid")
+        FleetOptions::from_settings(&settings)
     }
 
     /// The broker, credentials, TLS and topic prefix of the daemon's settings.
@@ -236,7 +241,7 @@ impl FleetClient {
         self.bus
             .publish(Outgoing::new(
                 topics.command(actuator),
-                json::from_json(&value),
+                json::from_json(&value).map_err(|e| FleetError::Encode(e.to_string()))?,
                 QoS::AtLeastOnce,
                 false,
             ))
@@ -379,6 +384,45 @@ mod tests {
         assert!(!valid_filter("$share/ops"));
         assert!(!valid_filter("robot/#/x"));
         assert!(!valid_filter("robot/a+"));
+    }
+
+    #[test]
+    fn options_for_a_bad_url_are_an_error_naming_the_url() {
+        for url in [
+            "not a url",
+            "http://broker:1883",
+            "mqtt://",
+            "mqtt://h:1883/path",
+        ] {
+            match FleetOptions::new(url) {
+                Err(FleetError::BadUrl(why)) => assert!(why.contains('`'), "{url}: {why}"),
+                other => panic!("{url}: expected BadUrl, got {:?}", other.map(|o| o.bus.url)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_in_a_bad_url_is_not_repeated_in_the_error() {
+        let err = FleetOptions::new("mqtt://ops:hunter2@broker:1883/x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("invalid broker URL: "), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn options_for_a_good_url_keep_its_host_port_and_tls() {
+        let opts = FleetOptions::new("mqtts://broker.example:8884").unwrap();
+        assert_eq!(
+            (
+                opts.bus.url.host.as_str(),
+                opts.bus.url.port,
+                opts.bus.url.tls
+            ),
+            ("broker.example", 8884, true)
+        );
+        assert_eq!(opts.topic_prefix, "robot");
     }
 
     #[test]

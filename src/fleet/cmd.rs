@@ -86,6 +86,8 @@ pub async fn publish_json(
     if qos > 2 {
         return Err(ToolError::Invalid("--qos must be 0, 1 or 2".into()));
     }
+    // Encoded before connecting, so a value that cannot be sent never opens a connection.
+    let payload = json::from_json(value).map_err(|e| FleetError::Encode(e.to_string()))?;
     opts.bus.subscriptions.clear();
     let url = opts.bus.url.to_string();
     let (bus, _rx) = crate::bus::start(opts.bus);
@@ -93,12 +95,7 @@ pub async fn publish_json(
         bus.shutdown(Vec::new(), Duration::from_millis(100)).await;
         return Err(FleetError::Unreachable(url).into());
     }
-    let msg = Outgoing::new(
-        topic.to_string(),
-        json::from_json(value),
-        qos_from_u8(qos),
-        retain,
-    );
+    let msg = Outgoing::new(topic.to_string(), payload, qos_from_u8(qos), retain);
     let qos_of_msg = msg.qos;
     if !bus.shutdown(vec![msg], Duration::from_secs(5)).await && qos_of_msg != QoS::AtMostOnce {
         return Err(FleetError::NotAcknowledged(topic.to_string()).into());

@@ -2,19 +2,28 @@
 //! preallocation, so a hostile payload cannot make the tools allocate gigabytes.
 
 use serde_json::{Map, Number, Value as Json};
+use thiserror::Error;
 
 /// Nesting beyond this is rejected; no botbus payload comes close.
 pub const MAX_DEPTH: usize = 32;
 
-pub fn decode_msgpack(bytes: &[u8]) -> Result<rmpv::Value, String> {
+/// Why a payload is not one MessagePack value. `topic echo` prints it after
+/// "not MessagePack: ", so the texts are part of its output.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Malformed, truncated, too deep, or claiming more items than it holds.
+    #[error(transparent)]
+    Invalid(#[from] rmpv::decode::Error),
+    /// A valid value followed by bytes that belong to no value.
+    #[error("{0} trailing bytes after the MessagePack value")]
+    TrailingBytes(usize),
+}
+
+pub fn decode_msgpack(bytes: &[u8]) -> Result<rmpv::Value, DecodeError> {
     let mut rd = bytes;
-    let v =
-        rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).map_err(|e| e.to_string())?;
+    let v = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)?;
     if !rd.is_empty() {
-        return Err(format!(
-            "{} trailing bytes after the MessagePack value",
-            rd.len()
-        ));
+        return Err(DecodeError::TrailingBytes(rd.len()));
     }
     Ok(v)
 }
@@ -75,9 +84,10 @@ pub fn to_json(v: &rmpv::Value) -> Json {
     }
 }
 
-/// MessagePack for a JSON value, as named maps.
-pub fn from_json(v: &Json) -> Vec<u8> {
-    rmp_serde::to_vec_named(v).expect("a JSON value always encodes")
+/// MessagePack for a JSON value, as named maps. The JSON may come from a user (`topic pub`,
+/// `cmd`), so a failure is an error to report, never a panic.
+pub fn from_json(v: &Json) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(v)
 }
 
 #[cfg(test)]
@@ -87,7 +97,7 @@ mod tests {
     #[test]
     fn json_round_trips_through_msgpack() {
         let j: Json = serde_json::json!({"id": 7, "linear": {"x": 0.5}, "ok": true, "name": "r1", "l": [1, -2]});
-        let back = to_json(&decode_msgpack(&from_json(&j)).unwrap());
+        let back = to_json(&decode_msgpack(&from_json(&j).unwrap()).unwrap());
         assert_eq!(back, j);
     }
 
@@ -99,6 +109,16 @@ mod tests {
         let deep = vec![0x91u8; 10_000];
         assert!(decode_msgpack(&deep).is_err());
         assert!(decode_msgpack(&[0x92, 0x01]).is_err(), "truncated array");
+    }
+
+    #[test]
+    fn bytes_after_the_value_are_counted_in_the_error() {
+        let err = decode_msgpack(&[0x01, 0xc0, 0xc0]).unwrap_err();
+        assert!(matches!(err, DecodeError::TrailingBytes(2)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "2 trailing bytes after the MessagePack value"
+        );
     }
 
     #[test]

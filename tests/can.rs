@@ -308,18 +308,7 @@ struct Rig {
     next_cmd: u64,
 }
 
-impl std::ops::Deref for Rig {
-    type Target = RobotRig;
-    fn deref(&self) -> &RobotRig {
-        &self.rig
-    }
-}
-
-impl std::ops::DerefMut for Rig {
-    fn deref_mut(&mut self) -> &mut RobotRig {
-        &mut self.rig
-    }
-}
+deref_rig!(Rig);
 
 impl Rig {
     /// `toml` with `@ID@` replaced by a unique robot id.

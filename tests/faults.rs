@@ -12,6 +12,12 @@ use tokio::io::AsyncWriteExt;
 /// The stream rate of every test: 500 lines a second, one QoS 1 message each.
 const RATE_HZ: f64 = 500.0;
 
+/// Daemon options for the fault tests: straight to `broker` (past any proxy, which a test
+/// puts in with `BOTBUS_MQTT__URL`), keep-alive 1 s.
+fn fault_daemon(robot: impl Into<String>, broker: &Broker, state: &Path) -> DaemonOptions {
+    DaemonOptions::for_url(robot, &broker.url(), state).keep_alive(1)
+}
+
 fn counter_topic(id: &str) -> String {
     format!("robot/{id}/counter")
 }
@@ -133,8 +139,7 @@ async fn qos1_stream_through_a_proxy_that_cuts_five_times_and_stalls_once_arrive
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
     let ka_s = 1u64;
     let daemon = Daemon::start(
-        DaemonOptions::for_url(counter_robot(&id, pty.path()), &broker.url(), state.path())
-            .keep_alive(1)
+        fault_daemon(counter_robot(&id, pty.path()), &broker, state.path())
             .env("BOTBUS_MQTT__URL", &proxy.url())
             .env("BOTBUS_MQTT__KEEP_ALIVE_S", &ka_s.to_string())
             .env("BOTBUS_DIAGNOSTICS__PERIOD_S", "0.5"),
@@ -264,10 +269,11 @@ async fn daemon_recovers_from_a_broker_restart_and_resends_everything_the_broker
         SessionKind::Persistent(unique("fleet")),
     )
     .await;
-    let daemon = Daemon::start(
-        DaemonOptions::for_url(counter_robot(&id, pty.path()), &broker.url(), state.path())
-            .keep_alive(1),
-    );
+    let daemon = Daemon::start(fault_daemon(
+        counter_robot(&id, pty.path()),
+        &broker,
+        state.path(),
+    ));
     wait_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
@@ -344,8 +350,7 @@ async fn messages_spooled_while_the_broker_was_down_survive_kill_9_and_arrive_af
     let pty = PtyDevice::open();
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let mut daemon =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     wait_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
@@ -371,8 +376,7 @@ async fn messages_spooled_while_the_broker_was_down_survive_kill_9_and_arrive_af
 
     blocking(|| broker.start_again());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let daemon2 =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let daemon2 = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     // Boot 2's live lines carry n = 1_000_000 + k, so the two boots cannot be confused.
     const LIVE: u64 = 1_000_000;
     let feeder = Feeder::start(pty, "T", LIVE, RATE_HZ);
@@ -448,10 +452,11 @@ async fn a_steady_stream_is_on_disk_within_moments_so_kill_9_mid_stream_loses_al
     for round in 0..ROUNDS {
         // Each boot reads its own pty, so a line left unread by one is never read by the next.
         let pty = PtyDevice::open();
-        let mut daemon = Daemon::start(
-            DaemonOptions::for_url(counter_robot(&id, pty.path()), &broker.url(), state.path())
-                .keep_alive(1),
-        );
+        let mut daemon = Daemon::start(fault_daemon(
+            counter_robot(&id, pty.path()),
+            &broker,
+            state.path(),
+        ));
         if round == 0 {
             let col = Collector::connect(&broker, &[&diag], SessionKind::Clean).await;
             wait_ready(&col, &id).await;
@@ -491,14 +496,11 @@ async fn a_steady_stream_is_on_disk_within_moments_so_kill_9_mid_stream_loses_al
     blocking(|| broker.start_again());
     let col = Collector::connect(&broker, &[&topic], SessionKind::Clean).await;
     let quiet = PtyDevice::open();
-    let _daemon = Daemon::start(
-        DaemonOptions::for_url(
-            counter_robot(&id, quiet.path()),
-            &broker.url(),
-            state.path(),
-        )
-        .keep_alive(1),
-    );
+    let _daemon = Daemon::start(fault_daemon(
+        counter_robot(&id, quiet.path()),
+        &broker,
+        state.path(),
+    ));
     let complete = eventually(DEADLINE, || {
         let set = col.lock().data_set(&topic);
         boots
@@ -559,10 +561,11 @@ async fn device_path_removed_and_recreated_five_times_resumes_telemetry_within_2
     let mut pty = PtyDevice::open();
     std::os::unix::fs::symlink(pty.path(), &link).unwrap();
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let mut daemon = Daemon::start(
-        DaemonOptions::for_url(counter_robot(&id, &link), &broker.url(), state.path())
-            .keep_alive(1),
-    );
+    let mut daemon = Daemon::start(fault_daemon(
+        counter_robot(&id, &link),
+        &broker,
+        state.path(),
+    ));
     wait_ready(&col, &id).await;
     pty.write_all(b"tag=T n=0\n").await.unwrap();
     assert!(
@@ -672,8 +675,7 @@ async fn overflow_the_spool(policy: &str) -> (u64, u64, BTreeSet<u64>) {
     )
     .await;
     let daemon = Daemon::start(
-        DaemonOptions::for_url(counter_robot(&id, pty.path()), &broker.url(), state.path())
-            .keep_alive(1)
+        fault_daemon(counter_robot(&id, pty.path()), &broker, state.path())
             .env("BOTBUS_SPOOL__MAX_BYTES", "65536")
             .env("BOTBUS_SPOOL__ON_FULL", policy),
     );
@@ -777,8 +779,7 @@ async fn truncated_spool_segment_is_recovered_up_to_the_last_whole_record_with_a
     let pty = PtyDevice::open();
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let mut daemon =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     wait_ready(&col, &id).await;
     drop(col);
 
@@ -811,8 +812,7 @@ async fn truncated_spool_segment_is_recovered_up_to_the_last_whole_record_with_a
 
     blocking(|| broker.start_again());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let mut daemon2 =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let mut daemon2 = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     let complete = all_arrive(&col, &topic, 0, n - 1, DEADLINE).await;
     col.wait_msg(&diag, DEADLINE, "diagnostics with an empty spool", |m| {
         mqtt(m, "spooled") == 0
@@ -863,8 +863,7 @@ async fn sigterm_during_a_stream_exits_zero_within_5_s_marks_offline_and_loses_n
     let pty = PtyDevice::open();
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let mut daemon =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     wait_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
@@ -897,8 +896,7 @@ async fn sigterm_during_a_stream_exits_zero_within_5_s_marks_offline_and_loses_n
 
     // Every line the daemon read is delivered, or in its spool; every line it did not
     // read is still in the device: the next boot sends both.
-    let _daemon2 =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let _daemon2 = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     let complete = all_arrive(&col, &topic, 0, n, DEADLINE).await;
     let gaps = missing(&col.lock().data_set(&topic), 0, n);
     assert!(
@@ -919,8 +917,7 @@ async fn sigterm_while_the_broker_is_down_exits_zero_within_5_s_and_keeps_the_sp
     let pty = PtyDevice::open();
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
-    let mut daemon =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     wait_ready(&col, &id).await;
     drop(col);
 
@@ -946,8 +943,7 @@ async fn sigterm_while_the_broker_is_down_exits_zero_within_5_s_and_keeps_the_sp
 
     blocking(|| broker.start_again());
     let col = Collector::connect(&broker, &[&topic], SessionKind::Clean).await;
-    let _daemon2 =
-        Daemon::start(DaemonOptions::for_url(&*robot, &broker.url(), state.path()).keep_alive(1));
+    let _daemon2 = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
     let complete = all_arrive(&col, &topic, 0, n, DEADLINE).await;
     let gaps = missing(&col.lock().data_set(&topic), 0, n);
     assert!(
@@ -993,8 +989,7 @@ async fn soak_of_link_cuts_and_broker_restarts_has_no_unexplained_gap_and_flat_m
     )
     .await;
     let mut daemon = Daemon::start(
-        DaemonOptions::for_url(counter_robot(&id, pty.path()), &broker.url(), state.path())
-            .keep_alive(1)
+        fault_daemon(counter_robot(&id, pty.path()), &broker, state.path())
             .env("BOTBUS_MQTT__URL", &proxy.url())
             .env("BOTBUS_MQTT__KEEP_ALIVE_S", "1")
             .env("BOTBUS_DIAGNOSTICS__PERIOD_S", "1"),

@@ -497,18 +497,7 @@ struct Rig {
     _relay: Relay,
 }
 
-impl std::ops::Deref for Rig {
-    type Target = RobotRig;
-    fn deref(&self) -> &RobotRig {
-        &self.rig
-    }
-}
-
-impl std::ops::DerefMut for Rig {
-    fn deref_mut(&mut self) -> &mut RobotRig {
-        &mut self.rig
-    }
-}
+deref_rig!(Rig);
 
 impl Rig {
     /// pymodbus serving `bank` on one end of a relay, and the daemon polling the other end
@@ -1407,18 +1396,7 @@ struct SimRig {
     _dir: TempDir,
 }
 
-impl std::ops::Deref for SimRig {
-    type Target = RobotRig;
-    fn deref(&self) -> &RobotRig {
-        &self.rig
-    }
-}
-
-impl std::ops::DerefMut for SimRig {
-    fn deref_mut(&mut self) -> &mut RobotRig {
-        &mut self.rig
-    }
-}
+deref_rig!(SimRig);
 
 impl SimRig {
     /// `toml` gets `@ID@` and `@DIR@` replaced; `ready` is the sim's line to wait for.

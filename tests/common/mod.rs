@@ -2,7 +2,7 @@
 //! binary, pseudo-terminal devices, and an independent rumqttc subscriber that decodes
 //! MessagePack payloads with rmpv. Every resource is unique per test, so tests run in
 //! parallel. This file only declares the modules and re-exports them.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod broker;
 pub mod daemon;

@@ -133,3 +133,23 @@ impl RobotRig {
         self.ack(actuator, Some(id)).await
     }
 }
+
+/// Lets a suite's rig that wraps a [`RobotRig`] in its field `rig` (adding a peer, a
+/// simulator, a relay) be used as the `RobotRig` itself: `deref_rig!(Rig);`.
+macro_rules! deref_rig {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = RobotRig;
+            fn deref(&self) -> &RobotRig {
+                &self.rig
+            }
+        }
+
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut RobotRig {
+                &mut self.rig
+            }
+        }
+    };
+}
+pub(crate) use deref_rig;

@@ -3,17 +3,12 @@
 mod common;
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use rumqttc::QoS;
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Write as _};
+use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// "Nothing was written": how long the adapter must stay silent.
@@ -23,9 +18,7 @@ const QUIET: Duration = Duration::from_millis(400);
 // Fixtures
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/dbc")
-        .join(name)
+    repo_path("tests/fixtures/dbc").join(name)
 }
 
 /// Copies a fixture DBC file into `dir` (a robot file's folder) and returns the copy.
@@ -33,13 +26,6 @@ fn copy_dbc(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join(name);
     std::fs::copy(fixture(name), &to).expect("copy the DBC fixture");
     to
-}
-
-fn temp_dir(prefix: &str) -> TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("temp dir")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -144,37 +130,11 @@ else:
     raise SystemExit(f"unknown mode {mode}")
 "#;
 
-fn cantools_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        Command::new("python3")
-            .args(["-c", "import cantools"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-/// True (after saying so loudly) when the cantools cross-checks cannot run here.
-fn skip_without_cantools(test: &str) -> bool {
-    if cantools_available() {
-        return false;
-    }
-    loud(&format!(
-        "\n**********************************************************************\n\
-         SKIPPED {test}: python3 with cantools is not installed;\n\
-         scripts/test installs it (pip install cantools).\n\
-         **********************************************************************\n"
-    ));
-    true
-}
-
 /// Runs the cantools peer with `args`, feeding it `input`; returns its stdout lines.
 fn cantools(dir: &Path, args: &[String], input: &str) -> Vec<String> {
     let script = dir.join("cantools_peer.py");
     std::fs::write(&script, CANTOOLS_PEER).expect("write the cantools script");
-    let mut child = Command::new("python3")
+    let mut child = Command::new(peers::python())
         .arg(&script)
         .args(args)
         .stdin(Stdio::piped())
@@ -314,158 +274,49 @@ fn assert_map_equals(m: &Msg, want: &serde_json::Map<String, serde_json::Value>,
 // ---------------------------------------------------------------------------------------
 // The slcan adapter, played by the test on the master side of a pty
 
-struct Adapter {
-    pty: Pty,
-    buf: Vec<u8>,
-    /// Complete lines (without `\r`) the daemon wrote and no one has taken yet.
-    lines: VecDeque<String>,
+/// What a real slcan adapter answers each line it receives: `z\r` (`Z\r`) to a frame it
+/// queued, `\r` to a command.
+fn slcan_answer(line: &str) -> &'static [u8] {
+    match line.as_bytes().first() {
+        Some(b't' | b'r') => b"z\r",
+        Some(b'T' | b'R') => b"Z\r",
+        _ => b"\r",
+    }
 }
 
-impl Adapter {
-    fn open() -> Adapter {
-        Adapter {
-            pty: Pty::open().expect("open a pseudo-terminal"),
-            buf: Vec::new(),
-            lines: VecDeque::new(),
-        }
-    }
+/// The adapter: a pty device whose lines end in `\r` and that answers like a real one.
+fn adapter() -> PtyDevice {
+    PtyDevice::open().with_eol(b'\r').answering(slcan_answer)
+}
 
-    fn path(&self) -> &Path {
-        self.pty.path()
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(DEADLINE, self.pty.write_all(bytes))
-            .await
-            .expect("pty write timed out")
-            .expect("pty write");
-    }
-
-    /// The next line the daemon wrote, or `None` when none is complete within `within`.
-    /// Like a real adapter it answers `\r` to a command and `z\r` to a frame it queued.
-    async fn line_within(&mut self, within: Duration) -> Option<String> {
-        let end = Instant::now() + within;
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(l) = self.lines.pop_front() {
-                return Some(l);
-            }
-            match tokio::time::timeout_at(end, self.pty.read(&mut chunk)).await {
-                Err(_) => return None,
-                Ok(Err(e)) => panic!("reading the pty failed: {e}"),
-                Ok(Ok(0)) => panic!("the pty closed"),
-                Ok(Ok(n)) => {
-                    let mut replies = Vec::new();
-                    for &b in &chunk[..n] {
-                        if b != b'\r' {
-                            self.buf.push(b);
-                            continue;
-                        }
-                        let line = String::from_utf8_lossy(&self.buf).into_owned();
-                        self.buf.clear();
-                        match line.as_bytes().first() {
-                            Some(b't' | b'r') => replies.extend_from_slice(b"z\r"),
-                            Some(b'T' | b'R') => replies.extend_from_slice(b"Z\r"),
-                            _ => replies.push(b'\r'),
-                        }
-                        self.lines.push_back(line);
-                    }
-                    if !replies.is_empty() {
-                        self.send(&replies).await;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn line(&mut self, what: &str) -> String {
-        match self.line_within(DEADLINE).await {
-            Some(l) => l,
-            None => panic!(
-                "the adapter received no line within {DEADLINE:?}, waiting for {what} (partial: {:?})",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        }
-    }
-
-    /// Close, bitrate 500 kbit/s, open: what the daemon must send first.
-    async fn expect_setup(&mut self) {
-        let got = [
-            self.line("the setup").await,
-            self.line("the setup").await,
-            self.line("the setup").await,
-        ];
-        assert_eq!(got, ["C", "S6", "O"], "the slcan setup sequence");
-    }
-
-    /// Every line that arrives within `window`.
-    async fn lines_for(&mut self, window: Duration) -> Vec<String> {
-        let end = Instant::now() + window;
-        let mut out = Vec::new();
-        while let Some(l) = self
-            .line_within(end.saturating_duration_since(Instant::now()))
-            .await
-        {
-            out.push(l);
-        }
-        out
-    }
-
-    async fn expect_silence(&mut self, window: Duration, after: &str) {
-        let got = self.lines_for(window).await;
-        assert!(
-            got.is_empty() && self.buf.is_empty(),
-            "the adapter received {got:?} (partial {:?}) {after}; nothing may be written",
-            String::from_utf8_lossy(&self.buf)
-        );
-    }
+/// Close, bitrate 500 kbit/s, open: what the daemon must send first.
+async fn expect_setup(a: &mut PtyDevice) {
+    let got = [
+        a.line("the setup").await,
+        a.line("the setup").await,
+        a.line("the setup").await,
+    ];
+    assert_eq!(got, ["C", "S6", "O"], "the slcan setup sequence");
 }
 
 // ---------------------------------------------------------------------------------------
 // A daemon, its broker and an independent client
 
+/// A [`RobotRig`] that numbers the commands it sends.
 struct Rig {
-    id: String,
-    sub: Subscriber,
-    daemon: Daemon,
+    rig: RobotRig,
     next_cmd: u64,
-    _state: TempDir,
-    _broker: Mosquitto,
 }
+
+deref_rig!(Rig);
 
 impl Rig {
     /// `toml` with `@ID@` replaced by a unique robot id.
     async fn start(toml: &str) -> Rig {
-        let broker = Mosquitto::start();
-        let id = unique("can");
-        let sub = Subscriber::connect(&broker, &[&format!("robot/{id}/#")]).await;
-        let state = temp_dir("botbus-state-");
-        let daemon = Daemon::start(DaemonOptions::new(
-            toml.replace("@ID@", &id),
-            &broker,
-            state.path(),
-        ));
         Rig {
-            id,
-            sub,
-            daemon,
+            rig: RobotRig::start(&unique("can"), toml).await,
             next_cmd: 0,
-            _state: state,
-            _broker: broker,
         }
-    }
-
-    fn topic(&self, rest: &str) -> String {
-        format!("robot/{}/{rest}", self.id)
-    }
-
-    async fn wait_online(&mut self) {
-        let topic = self.topic("status");
-        self.sub
-            .wait_for("status online", |m| {
-                m.topic == topic && m.opt("state").and_then(|s| s.as_str()) == Some("online")
-            })
-            .await;
     }
 
     /// Publishes `fields` (a msgpack map) to `cmd/<actuator>` and returns the ack (matched
@@ -488,47 +339,14 @@ impl Rig {
         };
         let mut payload = Vec::new();
         rmpv::encode::write_value(&mut payload, &rmpv::Value::Map(pairs)).expect("msgpack");
-        self.sub
-            .client
-            .publish(
-                self.topic(&format!("cmd/{actuator}")),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .expect("queue PUBLISH");
-        let topic = self.topic(&format!("ack/{actuator}"));
-        self.sub
-            .wait_for(&format!("the ack of command {id:?} on {actuator}"), |m| {
-                m.topic == topic && (id.is_none() || m.opt("id").and_then(|v| v.as_u64()) == id)
-            })
-            .await
-            .json()
+        self.publish(actuator, payload).await;
+        self.ack(actuator, id).await
     }
 
     async fn command(&mut self, actuator: &str, fields: serde_json::Value) -> serde_json::Value {
         let bytes = rmp_serde::to_vec_named(&fields).expect("msgpack");
         let value = rmpv::decode::read_value(&mut &bytes[..]).expect("msgpack");
         self.command_value(actuator, value).await
-    }
-
-    async fn sample(&mut self, sensor: &str, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
-        let topic = self.topic(sensor);
-        self.sub
-            .wait_for(what, |m| m.topic == topic && pred(m))
-            .await
-    }
-
-    /// The next diagnostics report (unclaimed, oldest first) whose entry for `device`
-    /// satisfies `pred`.
-    async fn diag(&mut self, device: &str, what: &str, pred: impl Fn(&rmpv::Value) -> bool) -> Msg {
-        let topic = self.topic("diagnostics");
-        self.sub
-            .wait_for(what, |m| {
-                m.topic == topic && m.diag_device(device).is_some_and(&pred)
-            })
-            .await
     }
 }
 
@@ -584,11 +402,11 @@ const DECODE_SET: [(&str, &str, &[&str]); 3] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_frames_encoded_by_cantools_publish_the_physical_values_cantools_decodes() {
     let test = "random_frames_encoded_by_cantools_publish_the_physical_values_cantools_decodes";
-    if skip_without_cantools(test) {
+    if !require(Peer::Cantools) {
         return;
     }
     let dir = temp_dir("botbus-can-decode-");
-    let mut adapters: Vec<Adapter> = DECODE_SET.iter().map(|_| Adapter::open()).collect();
+    let mut adapters: Vec<PtyDevice> = DECODE_SET.iter().map(|_| adapter()).collect();
     let mut toml = String::from("id = \"@ID@\"\n");
     let mut peer_args = vec![seed(test).to_string(), "8".to_string()];
     let mut dbcs = Vec::new();
@@ -621,7 +439,7 @@ async fn random_frames_encoded_by_cantools_publish_the_physical_values_cantools_
 
     let mut rig = Rig::start(&toml).await;
     for a in &mut adapters {
-        a.expect_setup().await;
+        expect_setup(a).await;
     }
     rig.wait_online().await;
 
@@ -629,7 +447,7 @@ async fn random_frames_encoded_by_cantools_publish_the_physical_values_cantools_
     for (n, f) in frames.iter().enumerate() {
         let k = dbcs.iter().position(|d| *d == f.dbc).expect("a known DBC");
         let device = DECODE_SET[k].0;
-        adapters[k].send(slcan_line(f.id, &f.data).as_bytes()).await;
+        adapters[k].send(&slcan_line(f.id, &f.data)).await;
         let sensor = format!("{device}/{}", f.message);
         let m = rig
             .sample(&sensor, &format!("frame {n} on {sensor}"), |_| true)
@@ -699,11 +517,11 @@ const ENCODE_SET: [EncodeDevice; 3] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commanded_values_come_back_from_cantools_decoding_the_frames_on_the_wire() {
     let test = "commanded_values_come_back_from_cantools_decoding_the_frames_on_the_wire";
-    if skip_without_cantools(test) {
+    if !require(Peer::Cantools) {
         return;
     }
     let dir = temp_dir("botbus-can-encode-");
-    let mut adapters: Vec<Adapter> = ENCODE_SET.iter().map(|_| Adapter::open()).collect();
+    let mut adapters: Vec<PtyDevice> = ENCODE_SET.iter().map(|_| adapter()).collect();
     let mut peer_args = vec!["frames".to_string(), seed(test).to_string(), "10".into()];
     let mut dbcs = Vec::new();
     let mut toml = String::from("id = \"@ID@\"\n");
@@ -753,7 +571,7 @@ async fn commanded_values_come_back_from_cantools_decoding_the_frames_on_the_wir
 
     let mut rig = Rig::start(&toml).await;
     for (k, a) in adapters.iter_mut().enumerate() {
-        a.expect_setup().await;
+        expect_setup(a).await;
         // Then the safe frame of each of the device's actuators ("device connected").
         for _ in ENCODE_SET[k].2 {
             a.line("a safe frame").await;
@@ -932,16 +750,16 @@ fn assert_raw(m: &Msg, id: u64, extended: bool, data: &[u8]) {
 }
 
 /// An adapter on a pty and a daemon for `body_robot`, past the setup and the safe frames.
-async fn body_rig(dir: &TempDir) -> (Rig, Adapter) {
+async fn body_rig(dir: &TempDir) -> (Rig, PtyDevice) {
     let dbc = copy_dbc(dir.path(), "comma_body.dbc");
-    let mut a = Adapter::open();
+    let mut a = adapter();
     let transport = format!(
         "serial = {{ path = \"{}\", baud = 115200 }}",
         a.path().display()
     );
     let mut rig = Rig::start(&body_robot(&transport, &dbc)).await;
     // On connect: close, bitrate, open, then every actuator's safe frame.
-    a.expect_setup().await;
+    expect_setup(&mut a).await;
     let mut safe = vec![
         a.line("a safe frame").await,
         a.line("a safe frame").await,
@@ -962,13 +780,13 @@ async fn slcan_frames_publish_hand_computed_signals_and_raw_frames_and_garbage_i
     let (mut rig, mut a) = body_rig(&dir).await;
 
     // Telemetry: hand-computed signal values.
-    a.send(slcan_line(0x201, MOTORS).as_bytes()).await;
+    a.send(&slcan_line(0x201, MOTORS)).await;
     let m = rig.sample("body/motors", "MOTORS_DATA", |_| true).await;
     assert_motors(&m);
     // BODY_DATA: MCU_TEMP byte 0 = 250 × 0.1 = 25.0 °C; BATT_VOLTAGE bytes 1–2 = 0x0A28 =
     // 2600 × 0.01 = 26.0 V; byte 3 = 0xAF: BATT_PERCENTAGE bits 7..1 = 87,
     // CHARGER_CONNECTED bit 0 = 1.
-    a.send(b"t2034FA0A28AF\r").await;
+    a.send_bytes(b"t2034FA0A28AF\r").await;
     let m = rig.sample("body/power", "BODY_DATA", |_| true).await;
     assert!((m.f64("MCU_TEMP") - 25.0).abs() < 1e-9, "{m:?}");
     assert!((m.f64("BATT_VOLTAGE") - 26.0).abs() < 1e-9, "{m:?}");
@@ -977,7 +795,7 @@ async fn slcan_frames_publish_hand_computed_signals_and_raw_frames_and_garbage_i
     assert_eq!(m.json().as_object().map(|o| o.len()), Some(5), "{m:?}");
     // The same frame from an adapter with timestamps on (4 hex digits of milliseconds
     // after the data), with the percentage changed to 86 (byte 3 = 0xAD).
-    a.send(b"t2034FA0A28AD1A2B\r").await;
+    a.send_bytes(b"t2034FA0A28AD1A2B\r").await;
     let m = rig
         .sample("body/power", "BODY_DATA with a timestamp", |_| true)
         .await;
@@ -987,7 +805,7 @@ async fn slcan_frames_publish_hand_computed_signals_and_raw_frames_and_garbage_i
 
     // Raw frames: `ids = [0x7AB]` takes only 0x7AB; the stream without ids takes all,
     // extended identifiers and empty frames included.
-    a.send(b"t7AB3DEADBE\rt1111FF\rT1ABCDEF02CAFE\rt7AB0\r")
+    a.send_bytes(b"t7AB3DEADBE\rt1111FF\rT1ABCDEF02CAFE\rt7AB0\r")
         .await;
     let m = rig.sample("can/raw", "raw 0x7AB", |_| true).await;
     assert_raw(&m, 0x7AB, false, &[0xDE, 0xAD, 0xBE]);
@@ -1017,20 +835,20 @@ async fn slcan_frames_publish_hand_computed_signals_and_raw_frames_and_garbage_i
     // frame after them still decodes.
     rig.sub.forget_backlog();
     let before = rig
-        .diag("can", "a diagnostics report", |_| true)
+        .diag_entry("can", "a diagnostics report", |_| true)
         .await
         .diag_device("can")
         .map(|d| (field_u64(d, "errors"), field_u64(d, "frames")))
         .expect("the can device");
-    a.send(b"\x00\xff\xfe\x80\x01junk\r\x07t12\rt2018ZZ38012C12340A5C\r")
+    a.send_bytes(b"\x00\xff\xfe\x80\x01junk\r\x07t12\rt2018ZZ38012C12340A5C\r")
         .await;
-    a.send(slcan_line(0x201, MOTORS).as_bytes()).await;
+    a.send(&slcan_line(0x201, MOTORS)).await;
     let m = rig
         .sample("body/motors", "MOTORS_DATA after the garbage", |_| true)
         .await;
     assert_motors(&m);
     let d = rig
-        .diag("can", "the garbage counted in diagnostics", |d| {
+        .diag_entry("can", "the garbage counted in diagnostics", |d| {
             field_u64(d, "errors") >= before.0 + 4 && field_u64(d, "frames") > before.1
         })
         .await;
@@ -1217,103 +1035,6 @@ async fn a_raw_frame_command_is_written_only_for_an_allowed_id() {
 // ---------------------------------------------------------------------------------------
 // 4. botbus sim
 
-/// Lines a child process printed.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn follow(out: impl std::io::Read + Send + 'static) -> Lines {
-        let lines = Lines::default();
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                l.0.lock().unwrap().push(line);
-            }
-        });
-        lines
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Waits for a line from index `from` on that satisfies `pred`; returns its index.
-    async fn wait(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool) -> usize {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(i) = self.0.lock().unwrap()[from..].iter().position(|l| pred(l)) {
-                return from + i;
-            }
-            if Instant::now() >= end {
-                panic!(
-                    "waited {DEADLINE:?} for {what}; printed so far:\n  {}",
-                    self.all().join("\n  ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// `botbus sim --robot <file>`, its stdout followed; SIGTERM (then SIGKILL) on drop.
-struct Sim {
-    child: Child,
-    lines: Lines,
-    log: PathBuf,
-}
-
-impl Sim {
-    fn start(robot: &Path, log: PathBuf) -> Sim {
-        let mut child = Command::new(botbus_bin())
-            .arg("sim")
-            .arg("--robot")
-            .arg(robot)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("sim log"))
-            .spawn()
-            .expect("run botbus sim");
-        let lines = Lines::follow(child.stdout.take().expect("stdout"));
-        Sim { child, lines, log }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "----- botbus sim stdout -----\n{}\n----- botbus sim stderr -----\n{}",
-                self.lines.all().join("\n"),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let end = std::time::Instant::now() + Duration::from_secs(3);
-        while std::time::Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `[[devices]]` table of robots/demo.toml whose name is `name`, as shipped.
-fn demo_device(name: &str) -> String {
-    let demo =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/demo.toml"))
-            .expect("read robots/demo.toml");
-    demo.split("[[devices]]\n")
-        .skip(1)
-        .find(|d| d.contains(&format!("name = \"{name}\"")))
-        .map(|d| format!("[[devices]]\n{d}"))
-        .unwrap_or_else(|| panic!("robots/demo.toml has no device `{name}`"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn botbus_sim_plays_the_demo_can_adapter_and_receives_a_torque_command() {
     // robots/demo.toml's CAN device as shipped, with its path moved into a temp folder and
@@ -1323,7 +1044,7 @@ async fn botbus_sim_plays_the_demo_can_adapter_and_receives_a_torque_command() {
     assert!(body.contains("protocol = \"slcan\""), "{body}");
     assert!(body.contains("dbc = \"comma_body.dbc\""), "{body}");
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/comma_body.dbc"),
+        repo_path("robots/comma_body.dbc"),
         dir.path().join("comma_body.dbc"),
     )
     .expect("copy robots/comma_body.dbc");
@@ -1333,7 +1054,7 @@ async fn botbus_sim_plays_the_demo_can_adapter_and_receives_a_torque_command() {
     );
     // The simulator does not care about the robot id; the daemon's is made unique.
     let robot = write_file(dir.path(), "robot.toml", &toml.replace("@ID@", "can-sim"));
-    let sim = Sim::start(&robot, dir.path().join("sim.log"));
+    let sim = Sim::start(&robot);
     let link = dir.path().join("can").display().to_string();
     sim.lines
         .wait(0, "the simulated adapter linked to its path", |l| {
@@ -1393,10 +1114,14 @@ async fn botbus_sim_plays_the_demo_can_adapter_and_receives_a_torque_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketcan_on_vcan0_streams_signals_and_writes_command_frames_with_the_same_robot_file() {
     if !Path::new("/sys/class/net/vcan0").exists() {
-        loud("\n**********************************************************************\n\
-             SKIPPED socketcan_on_vcan0_streams_signals_and_writes_command_frames_with_the_same_robot_file:\n\
-             SKIPPED: no vcan0 interface (see scripts/setup-vcan)\n\
-             **********************************************************************\n");
+        // Not an interop peer: this needs a kernel with the vcan module, which containers
+        // and many CI kernels lack. It skips (even under CI) rather than fails.
+        skip_banner(
+            &test_name(),
+            "no vcan0 interface: this kernel has no SocketCAN vcan device (a hardware/kernel\n\
+             prerequisite, not an interop peer, so it skips even under CI). To run it: \n\
+             sudo scripts/setup-vcan (needs the vcan kernel module), then run this test again.",
+        );
         return;
     }
     use socketcan::{CanFrame, CanSocket, EmbeddedFrame, Frame, Socket, StandardId};
@@ -1404,7 +1129,7 @@ async fn socketcan_on_vcan0_streams_signals_and_writes_command_frames_with_the_s
     let dbc = copy_dbc(dir.path(), "comma_body.dbc");
     let mut rig = Rig::start(&body_robot("interface = \"vcan0\"", &dbc)).await;
     rig.wait_online().await;
-    rig.diag("can", "the vcan0 device connected", |d| {
+    rig.diag_entry("can", "the vcan0 device connected", |d| {
         lookup(d, "connected").and_then(|v| v.as_bool()) == Some(true)
     })
     .await;

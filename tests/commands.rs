@@ -5,10 +5,8 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use rumqttc::QoS;
-use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 /// The line the `drive` actuator's safe values render to.
@@ -21,169 +19,39 @@ const QUIET: Duration = Duration::from_secs(1);
 static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 // ---------------------------------------------------------------------------------------
-// The actuator: the master side of a pty, read line by line with deadlines.
-
-struct Actuator {
-    pty: Pty,
-    buf: Vec<u8>,
-    /// Complete lines not yet taken, with the time their last byte was read.
-    lines: VecDeque<(String, Instant)>,
-}
-
-impl Actuator {
-    fn open() -> Actuator {
-        Actuator {
-            pty: Pty::open().expect("open a pseudo-terminal"),
-            buf: Vec::new(),
-            lines: VecDeque::new(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.pty.path()
-    }
-
-    /// The next line the daemon wrote (without its `\n`), or `None` when nothing complete
-    /// arrived within `within`.
-    async fn line_within(&mut self, within: Duration) -> Option<(String, Instant)> {
-        let end = Instant::now() + within;
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(l) = self.lines.pop_front() {
-                return Some(l);
-            }
-            match tokio::time::timeout_at(end, self.pty.read(&mut chunk)).await {
-                Err(_) => return None,
-                Ok(Err(e)) => panic!("reading the pty failed: {e}"),
-                Ok(Ok(0)) => panic!("the pty closed"),
-                Ok(Ok(n)) => {
-                    let at = Instant::now();
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                        let raw: Vec<u8> = self.buf.drain(..=pos).collect();
-                        let text = String::from_utf8_lossy(&raw[..raw.len() - 1]);
-                        self.lines
-                            .push_back((text.trim_end_matches('\r').to_string(), at));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads the next line and checks it is exactly `want`; returns when it was read.
-    async fn expect_line(&mut self, want: &str) -> Instant {
-        match self.line_within(DEADLINE).await {
-            Some((got, at)) => {
-                assert_eq!(got, want, "the device received an unexpected line");
-                at
-            }
-            None => panic!(
-                "the device received no line within {DEADLINE:?}; wanted {want:?} (partial: {:?})",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        }
-    }
-
-    /// Skips lines until `want` arrives; returns the skipped ones.
-    async fn wait_line(&mut self, want: &str) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        let mut skipped = Vec::new();
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.line_within(left).await {
-                Some((got, _)) if got == want => return skipped,
-                Some((got, _)) => skipped.push(got),
-                None => panic!("the device never received {want:?}; it received {skipped:?}"),
-            }
-        }
-    }
-
-    /// Checks that nothing at all (not even part of a line) arrives within `window`.
-    async fn expect_silence(&mut self, window: Duration, after: &str) {
-        if let Some((line, _)) = self.line_within(window).await {
-            panic!("the device received {line:?} {after}; it must receive nothing");
-        }
-        assert!(
-            self.buf.is_empty(),
-            "the device received {:?} {after}; it must receive nothing",
-            String::from_utf8_lossy(&self.buf)
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // A robot with one `drive` actuator on a pty, its daemon, and an independent client.
 
-fn state_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("botbus-state-")
-        .tempdir()
-        .expect("temp dir")
-}
-
+/// The robot: one `base` device on a pty with the `drive` actuator (max 5 commands a second).
 fn robot_toml(id: &str, device: &Path, out_of_range: &str, timeout_ms: u64) -> String {
     format!(
-        r#"id = "{id}"
-
-[[devices]]
-name = "base"
-protocol = "lines"
-serial = {{ path = "{}", baud = 115200 }}
-format = "kv"
-  [[devices.commands]]
-  actuator = "drive"
-  type = "geometry_msgs/Twist"
-  template = "D {{linear.x:.3}} {{angular.z:.3}}"
-  limits = {{ "linear.x" = [-1.0, 1.0], "angular.z" = [-2.0, 2.0] }}
-  out_of_range = "{out_of_range}"
-  timeout_ms = {timeout_ms}
-  safe = {{ "linear.x" = 0.0, "angular.z" = 0.0 }}
-  max_rate_hz = 5
-  max_age_ms = 1000
-"#,
-        device.display()
+        "id = \"{id}\"\n{}{}",
+        lines_device("base", device),
+        drive_command(out_of_range, timeout_ms, Some(5))
     )
-}
-
-fn msgpack(v: serde_json::Value) -> Vec<u8> {
-    rmp_serde::to_vec_named(&v).expect("encode msgpack")
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
 }
 
 /// The daemon's resident set size, from /proc.
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    rss_kb(nix::unistd::Pid::from_raw(pid))
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 struct Rig {
     // Dropped in this order: the daemon first, the broker last.
     daemon: Daemon,
-    /// Between the daemon and the broker, for tests that cut the daemon's link.
-    proxy: Option<Proxy>,
     sub: Subscriber,
-    dev: Actuator,
+    dev: PtyDevice,
     toml: String,
     id: String,
     boot: u64,
     state: tempfile::TempDir,
-    broker: Mosquitto,
+    broker: Broker,
 }
 
 /// Publishes `json` (encoded as MessagePack) retained on `topic` with
 /// `botbus topic pub --retain`.
-fn publish_retained(broker: &Mosquitto, topic: &str, json: &str) {
-    let out = std::process::Command::new(botbus_bin())
+fn publish_retained(broker: &Broker, topic: &str, json: &str) {
+    let out = botbus_command()
         .args(["topic", "pub", topic, json, "--retain", "--url"])
         .arg(broker.url())
         .output()
@@ -211,9 +79,14 @@ impl Rig {
         proxied: bool,
         retained: &[(&str, serde_json::Value)],
     ) -> Rig {
-        let broker = Mosquitto::start();
+        // With a proxy between the daemon and the broker, for tests that cut its link.
+        let broker = if proxied {
+            Broker::options().proxy().start()
+        } else {
+            Broker::start()
+        };
         let id = unique("cmd");
-        let dev = Actuator::open();
+        let dev = PtyDevice::open();
         let toml = robot_toml(&id, dev.path(), out_of_range, timeout_ms);
         let state = state_dir();
         let sub = Subscriber::connect(
@@ -228,19 +101,9 @@ impl Rig {
                 &json.to_string(),
             );
         }
-        let proxy = if proxied {
-            Some(Proxy::start(broker.port()).await)
-        } else {
-            None
-        };
-        let mut opts = DaemonOptions::new(toml.clone(), &broker, state.path());
-        if let Some(p) = &proxy {
-            opts.broker_url = p.url();
-        }
-        let daemon = Daemon::start(opts);
+        let daemon = Daemon::start(DaemonOptions::new(toml.clone(), &broker, state.path()));
         let mut rig = Rig {
             daemon,
-            proxy,
             sub,
             dev,
             toml,
@@ -306,11 +169,11 @@ impl Rig {
             "the daemon did not exit 0 on SIGTERM: {status:?}"
         );
         self.dev.expect_line(SAFE).await;
-        let mut opts = DaemonOptions::new(self.toml.clone(), &self.broker, self.state.path());
-        if let Some(p) = &self.proxy {
-            opts.broker_url = p.url();
-        }
-        self.daemon = Daemon::start(opts);
+        self.daemon = Daemon::start(DaemonOptions::new(
+            self.toml.clone(),
+            &self.broker,
+            self.state.path(),
+        ));
         self.boot = self.wait_started(Some(self.boot + 1)).await;
     }
 
@@ -319,7 +182,7 @@ impl Rig {
     /// broker hands them over with the retain flag set. (Published while the daemon is
     /// connected, a retained message reaches it as an ordinary one, retain flag clear.)
     async fn retain_while_away(&mut self, commands: &[(&str, serde_json::Value)]) {
-        let proxy = self.proxy.as_ref().expect("a rig started through a proxy");
+        let proxy = self.broker.proxy();
         let before = proxy.connections();
         // The daemon's connection stays open but carries nothing: the live copies the
         // broker sends it now are held in the proxy.
@@ -372,7 +235,7 @@ async fn a_valid_twist_reaches_the_device_as_its_rendered_line_and_is_acked_with
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 7, "linear": {"x": 0.5}, "angular": {"z": 0.1}})),
+            msgpack(&serde_json::json!({"id": 7, "linear": {"x": 0.5}, "angular": {"z": 0.1}})),
         )
         .await;
     rig.dev.expect_line("D 0.500 0.100").await;
@@ -394,7 +257,7 @@ async fn an_out_of_range_command_is_rejected_with_the_limit_and_never_reaches_th
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 21, "linear": {"x": 1.5}, "angular": {"z": 0.1}})),
+            msgpack(&serde_json::json!({"id": 21, "linear": {"x": 1.5}, "angular": {"z": 0.1}})),
         )
         .await;
     assert_rejected(&ack, serde_json::json!(21), "linear.x");
@@ -410,7 +273,7 @@ async fn an_out_of_range_command_is_clamped_when_configured_and_the_ack_shows_th
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 22, "linear": {"x": 1.5}, "angular": {"z": -3.0}})),
+            msgpack(&serde_json::json!({"id": 22, "linear": {"x": 1.5}, "angular": {"z": -3.0}})),
         )
         .await;
     rig.dev.expect_line("D 1.000 -2.000").await;
@@ -456,7 +319,7 @@ async fn nan_and_infinite_numbers_are_rejected_naming_the_field_and_nothing_is_w
 #[tokio::test]
 async fn a_command_stamped_ten_seconds_ago_is_rejected_as_stale_and_a_fresh_one_is_written() {
     let mut rig = Rig::start("reject", 500).await;
-    let stale = msgpack(serde_json::json!({
+    let stale = msgpack(&serde_json::json!({
         "id": 41,
         "header": {"stamp": {"sec": unix_now() - 10, "nanosec": 0}},
         "linear": {"x": 0.3}
@@ -470,7 +333,7 @@ async fn a_command_stamped_ten_seconds_ago_is_rejected_as_stale_and_a_fresh_one_
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970");
-    let fresh = msgpack(serde_json::json!({
+    let fresh = msgpack(&serde_json::json!({
         "id": 42,
         "header": {"stamp": {"sec": now.as_secs(), "nanosec": now.subsec_nanos()}},
         "linear": {"x": 0.3}
@@ -485,12 +348,12 @@ async fn a_second_command_faster_than_max_rate_hz_is_rejected_and_only_the_first
     let mut rig = Rig::start("reject", 500).await;
     rig.publish(
         "drive",
-        msgpack(serde_json::json!({"id": 51, "linear": {"x": 0.2}})),
+        msgpack(&serde_json::json!({"id": 51, "linear": {"x": 0.2}})),
     )
     .await;
     rig.publish(
         "drive",
-        msgpack(serde_json::json!({"id": 52, "linear": {"x": 0.3}})),
+        msgpack(&serde_json::json!({"id": 52, "linear": {"x": 0.3}})),
     )
     .await;
     let mut acks = [rig.ack("drive").await.json(), rig.ack("drive").await.json()];
@@ -515,7 +378,7 @@ async fn estop_writes_the_safe_values_rejects_commands_survives_a_restart_and_re
     let ack = rig
         .command(
             "estop",
-            msgpack(serde_json::json!({"id": 61, "engage": true})),
+            msgpack(&serde_json::json!({"id": 61, "engage": true})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -525,7 +388,7 @@ async fn estop_writes_the_safe_values_rejects_commands_survives_a_restart_and_re
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 62, "linear": {"x": 0.2}})),
+            msgpack(&serde_json::json!({"id": 62, "linear": {"x": 0.2}})),
         )
         .await;
     assert_rejected(&ack, serde_json::json!(62), "estop");
@@ -537,7 +400,7 @@ async fn estop_writes_the_safe_values_rejects_commands_survives_a_restart_and_re
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 63, "linear": {"x": 0.2}})),
+            msgpack(&serde_json::json!({"id": 63, "linear": {"x": 0.2}})),
         )
         .await;
     assert_eq!(
@@ -552,14 +415,14 @@ async fn estop_writes_the_safe_values_rejects_commands_survives_a_restart_and_re
     let ack = rig
         .command(
             "estop",
-            msgpack(serde_json::json!({"id": 64, "engage": false})),
+            msgpack(&serde_json::json!({"id": 64, "engage": false})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 65, "linear": {"x": 0.4}})),
+            msgpack(&serde_json::json!({"id": 65, "linear": {"x": 0.4}})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -580,15 +443,15 @@ async fn malformed_and_hostile_payloads_each_get_a_rejection_ack_and_the_daemon_
         ("5000 nested arrays", vec![0x91; 5000], "nested too deeply"),
         (
             "an unknown field",
-            msgpack(serde_json::json!({"linear": {"q": 1}})),
+            msgpack(&serde_json::json!({"linear": {"q": 1}})),
             "unknown field",
         ),
         (
             "a field of the wrong type",
-            msgpack(serde_json::json!({"linear": {"x": "fast"}})),
+            msgpack(&serde_json::json!({"linear": {"x": "fast"}})),
             "invalid type",
         ),
-        ("not a map", msgpack(serde_json::json!([0.5, 0.1])), "map"),
+        ("not a map", msgpack(&serde_json::json!([0.5, 0.1])), "map"),
     ];
     for (what, payload, reason) in cases {
         let ack = rig.command("drive", payload).await;
@@ -608,7 +471,7 @@ async fn malformed_and_hostile_payloads_each_get_a_rejection_ack_and_the_daemon_
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 71, "linear": {"x": 0.1}})),
+            msgpack(&serde_json::json!({"id": 71, "linear": {"x": 0.1}})),
         )
         .await;
     assert_eq!(ack["ok"], true, "a valid command after the garbage: {ack}");
@@ -621,7 +484,7 @@ async fn a_command_for_an_unknown_actuator_gets_a_rejection_ack_on_its_own_ack_t
     let ack = rig
         .command(
             "nope",
-            msgpack(serde_json::json!({"id": 81, "linear": {"x": 0.1}})),
+            msgpack(&serde_json::json!({"id": 81, "linear": {"x": 0.1}})),
         )
         .await;
     assert_rejected(&ack, serde_json::json!(81), "unknown actuator");
@@ -640,7 +503,7 @@ async fn deadman_latency(kill_broker: bool) -> Duration {
     let mut rig = Rig::start("reject", 500).await;
     rig.publish(
         "drive",
-        msgpack(serde_json::json!({"id": 91, "linear": {"x": 0.6}})),
+        msgpack(&serde_json::json!({"id": 91, "linear": {"x": 0.6}})),
     )
     .await;
     let written = rig.dev.expect_line("D 0.600 0.000").await;
@@ -688,7 +551,7 @@ async fn sigterm_writes_the_safe_line_exits_zero_and_leaves_the_status_offline()
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 101, "linear": {"x": 0.7}})),
+            msgpack(&serde_json::json!({"id": 101, "linear": {"x": 0.7}})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -816,7 +679,7 @@ async fn ten_thousand_random_payloads_leave_the_daemon_running_with_flat_rss_and
         let first = *n + 1;
         while Instant::now() < end {
             *n += 1;
-            rig.publish("probe", msgpack(serde_json::json!({"id": *n})))
+            rig.publish("probe", msgpack(&serde_json::json!({"id": *n})))
                 .await;
             let retry = Instant::now() + Duration::from_secs(1);
             while let Some(m) = rig.sub.next_until(retry).await {
@@ -863,7 +726,7 @@ async fn ten_thousand_random_payloads_leave_the_daemon_running_with_flat_rss_and
     tokio::time::sleep(Duration::from_millis(300)).await;
     rig.publish(
         "drive",
-        msgpack(serde_json::json!({"id": "after-flood", "linear": {"x": 0.9}})),
+        msgpack(&serde_json::json!({"id": "after-flood", "linear": {"x": 0.9}})),
     )
     .await;
     let topic = rig.topic("ack", "drive");
@@ -902,38 +765,17 @@ async fn ten_thousand_random_payloads_leave_the_daemon_running_with_flat_rss_and
 // ---------------------------------------------------------------------------------------
 // The fleet tools
 
-/// Runs the `botbus` CLI outside the repository (so no config file is picked up) and with
-/// no `BOTBUS_*` variables; returns (exit code, stdout, stderr).
-async fn botbus_cli(args: &[&str]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cmd = tokio::process::Command::new(botbus_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BOTBUS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(DEADLINE, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("botbus {args:?} did not finish within {DEADLINE:?}"))
-        .expect("run botbus");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn botbus_cmd_prints_the_ack_and_exits_0_or_1_and_topic_pub_reaches_the_device() {
     let mut rig = Rig::start("reject", 500).await;
     let url = rig.broker.url();
     let id = rig.id.clone();
 
-    let (code, out, err) = botbus_cli(&[
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = botbus(&[
         "cmd",
         &id,
         "drive",
@@ -955,7 +797,11 @@ async fn botbus_cmd_prints_the_ack_and_exits_0_or_1_and_topic_pub_reaches_the_de
     rig.dev.expect_line("D 0.200 0.000").await;
     rig.dev.expect_line(SAFE).await; // the deadman
 
-    let (code, out, err) = botbus_cli(&[
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = botbus(&[
         "cmd",
         &id,
         "drive",
@@ -973,7 +819,11 @@ async fn botbus_cmd_prints_the_ack_and_exits_0_or_1_and_topic_pub_reaches_the_de
         .expect_silence(QUIET, "after a rejected `botbus cmd`")
         .await;
 
-    let (code, out, err) = botbus_cli(&[
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = botbus(&[
         "topic",
         "pub",
         &format!("robot/{id}/cmd/drive"),
@@ -988,8 +838,12 @@ async fn botbus_cmd_prints_the_ack_and_exits_0_or_1_and_topic_pub_reaches_the_de
 
 #[tokio::test]
 async fn botbus_cmd_exits_3_when_no_daemon_answers_within_the_timeout() {
-    let broker = Mosquitto::start();
-    let (code, out, err) = botbus_cli(&[
+    let broker = Broker::start();
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = botbus(&[
         "cmd",
         "ghost",
         "drive",
@@ -1045,7 +899,7 @@ async fn an_oversized_retained_command_is_refused_without_dropping_the_broker_co
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 78, "linear": {"x": 0.2}})),
+            msgpack(&serde_json::json!({"id": 78, "linear": {"x": 0.2}})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -1113,7 +967,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 101, "linear": {"x": 0.2}})),
+            msgpack(&serde_json::json!({"id": 101, "linear": {"x": 0.2}})),
         )
         .await;
     assert_rejected(&ack, serde_json::json!(101), "estop");
@@ -1123,7 +977,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "estop",
-            msgpack(serde_json::json!({"id": 102, "engage": false})),
+            msgpack(&serde_json::json!({"id": 102, "engage": false})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -1131,7 +985,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 103, "linear": {"x": 0.2}})),
+            msgpack(&serde_json::json!({"id": 103, "linear": {"x": 0.2}})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -1158,7 +1012,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 105, "linear": {"x": 0.3}})),
+            msgpack(&serde_json::json!({"id": 105, "linear": {"x": 0.3}})),
         )
         .await;
     assert_rejected(&ack, serde_json::json!(105), "estop");
@@ -1182,7 +1036,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 108, "linear": {"x": 0.5}})),
+            msgpack(&serde_json::json!({"id": 108, "linear": {"x": 0.5}})),
         )
         .await;
     assert_rejected(&ack, serde_json::json!(108), "estop");
@@ -1198,7 +1052,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "estop",
-            msgpack(serde_json::json!({"id": 109, "engage": false})),
+            msgpack(&serde_json::json!({"id": 109, "engage": false})),
         )
         .await;
     assert_eq!(
@@ -1208,7 +1062,7 @@ async fn a_retained_estop_engage_stops_the_robot_but_a_retained_release_is_refus
     let ack = rig
         .command(
             "drive",
-            msgpack(serde_json::json!({"id": 110, "linear": {"x": 0.6}})),
+            msgpack(&serde_json::json!({"id": 110, "linear": {"x": 0.6}})),
         )
         .await;
     assert_eq!(ack["ok"], true, "{ack}");

@@ -13,181 +13,39 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-/// novatel-oem.nmea: 29°26.6326' N, 98°36.8840' W, 255.75 m MSL, geoid -26.00 m, GPS fix.
-const NOVATEL_GGA: &str =
-    "$GPGGA,222306.75,2926.6326,N,09836.8840,W,1,08,1.2,255.75,M,-26.00,M,,*57\r\n";
-
-/// What [`NOVATEL_GGA`] decodes to: latitude, longitude, ellipsoid altitude (MSL + geoid).
-fn novatel_fix() -> (f64, f64, f64) {
-    (
-        29.0 + 26.6326 / 60.0,
-        -(98.0 + 36.8840 / 60.0),
-        255.75 - 26.00,
-    )
-}
-
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 // ---------------------------------------------------------------------------------------
 // Robot files
 
-fn state_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("botbus-state-")
-        .tempdir()
-        .expect("temp dir")
-}
-
-fn gps_device(path: &Path, qos: u8) -> String {
-    format!(
-        r#"
-[[devices]]
-name = "gps"
-protocol = "nmea"
-serial = {{ path = "{}", baud = 9600 }}
-  [[devices.streams]]
-  sensor = "gps/fix"
-  type = "sensor_msgs/NavSatFix"
-  source = "GGA"
-  qos = {qos}
-"#,
-        path.display()
-    )
-}
-
 /// A microcontroller with a battery stream and a `drive` actuator like the demo robot's
 /// (limits ±1 m/s and ±2 rad/s, `max_age_ms` = 1000).
-fn base_device(path: &Path) -> String {
+fn drive_base_device(path: &Path) -> String {
     format!(
-        r#"
-[[devices]]
-name = "base"
-protocol = "lines"
-serial = {{ path = "{}", baud = 115200 }}
-format = "kv"
-  [[devices.streams]]
-  sensor = "battery"
-  type = "sensor_msgs/BatteryState"
-  when = {{ tag = "BAT" }}
-  fields = {{ voltage = "v", current = "i" }}
-  qos = 1
-  [[devices.commands]]
-  actuator = "drive"
-  type = "geometry_msgs/Twist"
-  template = "D {{linear.x:.3}} {{angular.z:.3}}"
-  limits = {{ "linear.x" = [-1.0, 1.0], "angular.z" = [-2.0, 2.0] }}
-  out_of_range = "reject"
-  timeout_ms = 5000
-  safe = {{ "linear.x" = 0.0, "angular.z" = 0.0 }}
-  max_age_ms = 1000
-"#,
-        path.display()
+        "{}{}",
+        base_device(path, None),
+        drive_command("reject", 5000, None)
     )
 }
 
 /// A device with one namespaced QoS 2 stream.
 fn arm_device(path: &Path) -> String {
     format!(
-        r#"
-[[devices]]
-name = "arm"
-protocol = "lines"
-serial = {{ path = "{}", baud = 115200 }}
-format = "kv"
-  [[devices.streams]]
+        r#"{}  [[devices.streams]]
   sensor = "arm/temp"
   type = "sensor_msgs/Temperature"
   when = {{ tag = "T" }}
   fields = {{ temperature = "t" }}
   qos = 2
 "#,
-        path.display()
+        lines_device("arm", path)
     )
-}
-
-fn msgpack(v: &serde_json::Value) -> Vec<u8> {
-    rmp_serde::to_vec_named(v).expect("encode msgpack")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// The CLI as a process
-
-/// A finished `botbus` process.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A running `botbus` process, started from an empty directory (so no
-/// `config/botbus.toml` is picked up) without any inherited `BOTBUS_*` variable.
-struct Proc {
-    child: tokio::process::Child,
-    _cwd: tempfile::TempDir,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let cwd = tempfile::tempdir().expect("temp dir");
-        let mut cmd = tokio::process::Command::new(botbus_bin());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("BOTBUS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.args(args)
-            .current_dir(cwd.path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run botbus {args:?}: {e}"));
-        Proc { child, _cwd: cwd }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().expect("the process is running")
-    }
-
-    async fn finish(self, within: Duration) -> Run {
-        let out = tokio::time::timeout(within, self.child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("botbus did not exit within {within:?}"))
-            .expect("wait for botbus");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
-/// Runs `botbus ARGS` (started at once, so the arguments need not outlive the call).
-fn botbus(args: &[&str]) -> impl std::future::Future<Output = Run> {
-    Proc::spawn(args).finish(DEADLINE)
 }
 
 /// Waits until mosquitto has added `filter` for a client whose id starts with
 /// `client_prefix` (the fleet tools' ids are `botbus-fleet-<pid>-<random>`): from then on
 /// it routes matching messages there.
-async fn wait_subscribed(broker: &Mosquitto, client_prefix: &str, filter: &str) {
+async fn wait_subscribed(broker: &Broker, client_prefix: &str, filter: &str) {
     let found = |log: &str| {
         log.lines().any(|l| {
             l.split_once(": ").is_some_and(|(_, rest)| {
@@ -202,7 +60,7 @@ async fn wait_subscribed(broker: &Mosquitto, client_prefix: &str, filter: &str) 
 }
 
 /// A FleetClient with an id of our own, to find it in the broker's log.
-async fn fleet_client(broker: &Mosquitto, tag: &str) -> (FleetClient, String) {
+async fn fleet_client(broker: &Broker, tag: &str) -> (FleetClient, String) {
     let mut opts = FleetOptions::new(&broker.url()).expect("the test broker's URL is valid");
     let id = unique(tag);
     opts.bus.client_id = id.clone();
@@ -212,20 +70,12 @@ async fn fleet_client(broker: &Mosquitto, tag: &str) -> (FleetClient, String) {
     (fleet, id)
 }
 
-/// Waits for the robot's retained status to say `state`.
-async fn wait_state(sub: &mut Subscriber, id: &str, state: &str) -> Msg {
-    let topic = format!("robot/{id}/status");
-    sub.wait_for(&format!("{id} {state}"), |m| {
-        m.topic == topic && m.opt("state").and_then(|s| s.as_str()) == Some(state)
-    })
-    .await
-}
-
 /// Keeps writing `text` to a pty device every 100 ms until aborted, like a live sensor.
-fn feed(mut dev: PtyDevice, text: &'static str) -> tokio::task::JoinHandle<()> {
+fn feed(mut dev: PtyDevice, text: &str) -> tokio::task::JoinHandle<()> {
+    let text = text.to_string();
     tokio::spawn(async move {
         loop {
-            dev.send(text).await;
+            dev.send(&text).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -237,7 +87,7 @@ fn feed(mut dev: PtyDevice, text: &'static str) -> tokio::task::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_list_and_robots_show_two_daemons_robots_with_state_boot_and_topics_and_mark_unlisted_ones(
 ) {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let (state_a, state_b) = (state_dir(), state_dir());
     let (a, b) = (unique("lista"), unique("listb"));
     // Robot b has started six times before: its boot count is 7.
@@ -249,7 +99,7 @@ async fn topic_list_and_robots_show_two_daemons_robots_with_state_boot_and_topic
         format!(
             "id = \"{a}\"\n{}{}",
             gps_device(gps.path(), 0),
-            base_device(base.path())
+            drive_base_device(base.path())
         ),
         &broker,
         state_a.path(),
@@ -260,12 +110,12 @@ async fn topic_list_and_robots_show_two_daemons_robots_with_state_boot_and_topic
         state_b.path(),
     ));
     let feeders = [
-        feed(gps, NOVATEL_GGA),
+        feed(gps, &crlf(NOVATEL_GGA)),
         feed(base, "tag=BAT v=12.4 i=0.8\r\n"),
         feed(arm, "tag=T t=41.5\r\n"),
     ];
-    wait_state(&mut sub, &a, "online").await;
-    wait_state(&mut sub, &b, "online").await;
+    sub.wait_state(&a, "online").await;
+    sub.wait_state(&b, "online").await;
     for t in [format!("robot/{a}/gps/fix"), format!("robot/{b}/arm/temp")] {
         sub.wait_topic(&t).await;
     }
@@ -382,7 +232,7 @@ async fn topic_list_and_robots_show_two_daemons_robots_with_state_boot_and_topic
         daemon_b.wait_exit(DEADLINE).await.is_some(),
         "the daemon did not exit on SIGTERM"
     );
-    wait_state(&mut sub, &b, "offline").await;
+    sub.wait_state(&b, "offline").await;
     let (table, robots_run) = tokio::join!(
         botbus(&["topic", "list", "--url", &url, "--wait-s", "2"]),
         botbus(&["robots", "--url", &url, "--wait-s", "1"]),
@@ -445,7 +295,7 @@ async fn topic_list_and_robots_show_two_daemons_robots_with_state_boot_and_topic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_echo_prints_json_equal_to_what_topic_pub_sent() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let url = broker.url();
     let id = unique("echo");
     let sent = [
@@ -505,7 +355,7 @@ async fn topic_echo_prints_json_equal_to_what_topic_pub_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_echo_prints_one_field_hex_yaml_and_payloads_that_are_not_msgpack_without_crashing() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let url = broker.url();
     let id = unique("echomodes");
     let sub = Subscriber::connect(&broker, &[]).await;
@@ -629,7 +479,7 @@ async fn topic_echo_prints_one_field_hex_yaml_and_payloads_that_are_not_msgpack_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_hz_reports_the_rate_and_the_messages_lost_in_a_seq_gap() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let id = unique("hz");
     let topic = format!("robot/{id}/imu");
     let filter = format!("robot/{id}/+");
@@ -690,13 +540,13 @@ async fn topic_hz_reports_the_rate_and_the_messages_lost_in_a_seq_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cmd_exits_0_with_the_ack_1_with_the_reason_and_3_without_an_ack() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("cmd");
     let mut base = PtyDevice::open();
     let mut sub = Subscriber::connect(&broker, &[&format!("robot/{id}/diagnostics")]).await;
     let _daemon = Daemon::start(DaemonOptions::new(
-        format!("id = \"{id}\"\n{}", base_device(base.path())),
+        format!("id = \"{id}\"\n{}", drive_base_device(base.path())),
         &broker,
         state.path(),
     ));
@@ -723,7 +573,7 @@ async fn cmd_exits_0_with_the_ack_1_with_the_reason_and_3_without_an_ack() {
     let mut buf = [0u8; 256];
     let end = tokio::time::Instant::now() + DEADLINE;
     while !written.contains("D 0.500 -1.000\n") {
-        match tokio::time::timeout_at(end, base.pty.read(&mut buf)).await {
+        match tokio::time::timeout_at(end, base.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => written.push_str(&String::from_utf8_lossy(&buf[..n])),
             _ => panic!("the device never received the command; it got {written:?}"),
         }
@@ -859,7 +709,7 @@ async fn topic_pub_fails_when_the_broker_never_acknowledges_a_qos_1_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_client_yields_typed_fixes_and_robots_going_online_and_offline() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("libfix");
     let (fleet, client_id) = fleet_client(&broker, "test-fleet").await;
@@ -892,7 +742,7 @@ async fn fleet_client_yields_typed_fixes_and_robots_going_online_and_offline() {
     // The device talks until the first fix arrives.
     let end = tokio::time::Instant::now() + DEADLINE;
     let (robot, fix) = loop {
-        gps.send(NOVATEL_GGA).await;
+        gps.send(&crlf(NOVATEL_GGA)).await;
         match tokio::time::timeout(Duration::from_millis(300), fixes.next()).await {
             Ok(Some(got)) => break got,
             Ok(None) => panic!("the subscription ended"),
@@ -936,13 +786,13 @@ struct DriveRig {
 }
 
 impl DriveRig {
-    async fn start(broker: &Mosquitto, tag: &str) -> DriveRig {
+    async fn start(broker: &Broker, tag: &str) -> DriveRig {
         let state = state_dir();
         let id = unique(tag);
         let dev = PtyDevice::open();
         let mut sub = Subscriber::connect(broker, &[&format!("robot/{id}/diagnostics")]).await;
         let daemon = Daemon::start(DaemonOptions::new(
-            format!("id = \"{id}\"\n{}", base_device(dev.path())),
+            format!("id = \"{id}\"\n{}", drive_base_device(dev.path())),
             broker,
             state.path(),
         ));
@@ -962,7 +812,7 @@ impl DriveRig {
         let mut buf = [0u8; 256];
         let end = tokio::time::Instant::now() + DEADLINE;
         while !self.written.contains(&want) {
-            match tokio::time::timeout_at(end, self.dev.pty.read(&mut buf)).await {
+            match tokio::time::timeout_at(end, self.dev.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => self.written.push_str(&String::from_utf8_lossy(&buf[..n])),
                 _ => panic!(
                     "the device never received {line:?}; it got {:?}",
@@ -989,7 +839,7 @@ fn twist(x: f64, z: f64) -> Twist {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_client_command_returns_the_ack_with_applied_values_or_the_rejection_reason() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let mut rig = DriveRig::start(&broker, "libcmd").await;
     let (fleet, _) = fleet_client(&broker, "test-fleet").await;
 
@@ -1037,7 +887,7 @@ async fn fleet_client_command_accepts_a_default_built_twist_as_the_rustdoc_examp
     // The rustdoc of `botbus::fleet::client` sends `Twist { linear: .., ..Default::default() }`,
     // whose header carries a zero stamp. That means "not stamped" (as in ROS), not "stamped
     // in 1970": an actuator with `max_age_ms` (the demo's `drive` has one) must accept it.
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let mut rig = DriveRig::start(&broker, "libdefault").await;
     let (fleet, _) = fleet_client(&broker, "test-fleet").await;
     let ack = fleet
@@ -1072,7 +922,7 @@ const SHARED_COUNT: u64 = 40;
 
 /// Publishes `{"header": {"seq": k}}` for k = 0..SHARED_COUNT on `topic`, QoS 1, and
 /// returns once the broker has routed them all (to the publisher's own subscription too).
-async fn publish_seqs(broker: &Mosquitto, topic: &str) {
+async fn publish_seqs(broker: &Broker, topic: &str) {
     let mut publisher = Subscriber::connect(broker, &[topic]).await;
     for seq in 0..SHARED_COUNT {
         publisher
@@ -1110,7 +960,7 @@ fn assert_split(a: &[u64], b: &[u64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_fleet_clients_in_one_share_group_split_a_stream_without_duplicates() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let id = unique("share");
     let group = unique("grp");
     let filter = format!("$share/{group}/robot/+/gps/fix");
@@ -1150,7 +1000,7 @@ async fn two_fleet_clients_in_one_share_group_split_a_stream_without_duplicates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_topic_echo_processes_in_one_share_group_split_a_stream_without_duplicates() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let id = unique("shareecho");
     let filter = format!("$share/{}/robot/+/gps/fix", unique("grp"));
     let url = broker.url();
@@ -1292,36 +1142,14 @@ async fn the_rust_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_from
     assert!((-90.0..=90.0).contains(&lat), "{fix}");
 }
 
-/// Why the Python example cannot run here, if it cannot.
-fn python_missing() -> Option<String> {
-    let probe = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import msgpack, paho.mqtt.client as m; m.CallbackAPIVersion.VERSION2",
-        ])
-        .output();
-    match probe {
-        Err(e) => Some(format!("python3 cannot run: {e}")),
-        Ok(o) if !o.status.success() => Some(format!(
-            "python3 lacks paho-mqtt 2.x or msgpack: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Ok(_) => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_from_the_demo() {
-    if let Some(why) = python_missing() {
-        loud(&format!(
-            "\n*** SKIPPED the_python_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_from_the_demo: {why}\n\
-             *** install them with: python3 -m pip install paho-mqtt msgpack (scripts/test does)\n"
-));
+    if !require(Peer::Paho) {
         return;
     }
     let (_demo, url) = start_demo().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet_monitor.py");
-    let run = tokio::process::Command::new("python3")
+    let script = repo_path("examples/fleet_monitor.py");
+    let run = tokio::process::Command::new(peers::python())
         .arg(&script)
         .args(["--url", &url, "--seconds", "4", "--drive", "demo"])
         .current_dir(std::env::temp_dir())

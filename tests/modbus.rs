@@ -3,14 +3,11 @@
 mod common;
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use rumqttc::QoS;
+use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::Write as _;
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -122,85 +119,6 @@ threading.Thread(target=control, daemon=True).start()
 asyncio.run(main())
 "#;
 
-/// Whether python3 with pymodbus (the SimDevice API of 3.x) and pyserial is here.
-fn pymodbus_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        Command::new("python3")
-            .args([
-                "-c",
-                "import serial; from pymodbus import FramerType; \
-                 from pymodbus.server import ModbusSerialServer; \
-                 from pymodbus.simulator import DataType, SimData, SimDevice",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-/// True (after saying so loudly) when the pymodbus tests cannot run here.
-fn skip_without_pymodbus(test: &str) -> bool {
-    if pymodbus_available() {
-        return false;
-    }
-    loud(&format!(
-        "\n**********************************************************************\n\
-         SKIPPED {test}: python3 with pymodbus >= 3.x (SimDevice API) and pyserial\n\
-         is not installed; scripts/test installs them (pip install pymodbus pyserial).\n\
-         **********************************************************************\n"
-    ));
-    true
-}
-
-/// Lines a child process printed, each with when it was read.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<(Instant, String)>>>);
-
-impl Lines {
-    fn follow(out: impl std::io::Read + Send + 'static) -> Lines {
-        let lines = Lines::default();
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                l.0.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-        lines
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    /// Waits for a line from index `from` on that satisfies `pred`; returns its index.
-    async fn wait(&self, from: usize, what: &str, mut pred: impl FnMut(&str) -> bool) -> usize {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(i) = self.0.lock().unwrap()[from..]
-                .iter()
-                .position(|(_, l)| pred(l))
-            {
-                return from + i;
-            }
-            if Instant::now() >= end {
-                let all: Vec<String> = self.all().into_iter().map(|(_, l)| l).collect();
-                panic!(
-                    "waited {DEADLINE:?} for {what}; printed so far:\n  {}",
-                    all.join("\n  ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 /// One write the slave received.
 #[derive(Debug, Clone, PartialEq)]
 struct Write {
@@ -296,7 +214,7 @@ impl PySlave {
         let cfg = serde_json::json!({"port": port, "baud": 115200, "units": bank.json()});
         let cfg = write_file(dir.path(), "slave.json", &cfg.to_string());
         let err = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let mut child = Command::new("python3")
+        let mut child = Command::new(peers::python())
             .arg("-u")
             .arg(&script)
             .arg(&cfg)
@@ -372,7 +290,7 @@ impl PySlave {
 impl Drop for PySlave {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let out: Vec<String> = self.lines.all().into_iter().map(|(_, l)| l).collect();
+            let out = self.lines.texts();
             eprintln!(
                 "----- pymodbus stdout -----\n{}\n----- pymodbus stderr (tail) -----\n{}",
                 out.join("\n"),
@@ -388,43 +306,6 @@ impl Drop for PySlave {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Two pseudo-terminals whose masters are wired together: what one side's program writes
-/// to its slave end, the other side's program reads from its own. A null-modem cable.
-struct Relay {
-    a: PathBuf,
-    b: PathBuf,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn open() -> Relay {
-        let a = Pty::open().expect("open a pseudo-terminal");
-        let b = Pty::open().expect("open a pseudo-terminal");
-        let (pa, pb) = (a.path().to_path_buf(), b.path().to_path_buf());
-        let (mut ar, mut aw) = tokio::io::split(a);
-        let (mut br, mut bw) = tokio::io::split(b);
-        let t1 = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut ar, &mut bw).await;
-        });
-        let t2 = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut br, &mut aw).await;
-        });
-        Relay {
-            a: pa,
-            b: pb,
-            tasks: vec![t1, t2],
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -602,10 +483,6 @@ fn assert_sample(m: &Msg, regs: &[Reg]) {
     }
 }
 
-fn msgpack(v: serde_json::Value) -> Vec<u8> {
-    rmp_serde::to_vec_named(&v).expect("encode msgpack")
-}
-
 fn i16_word(v: i16) -> u16 {
     u16::from_be_bytes(v.to_be_bytes())
 }
@@ -613,15 +490,14 @@ fn i16_word(v: i16) -> u16 {
 // ---------------------------------------------------------------------------------------
 // A daemon polling pymodbus
 
+/// pymodbus serving a bank on one end of a relay, and a daemon polling the other end.
 struct Rig {
-    id: String,
-    sub: Subscriber,
-    daemon: Daemon,
+    rig: RobotRig,
     slave: PySlave,
-    _broker: Mosquitto,
-    _state: TempDir,
     _relay: Relay,
 }
+
+deref_rig!(Rig);
 
 impl Rig {
     /// pymodbus serving `bank` on one end of a relay, and the daemon polling the other end
@@ -629,79 +505,21 @@ impl Rig {
     async fn start(bank: &Bank, body: &str) -> Rig {
         let relay = Relay::open();
         let slave = PySlave::start(&relay.a, bank).await;
-        let broker = Mosquitto::start();
-        let id = unique("modbus");
-        let sub = Subscriber::connect(&broker, &[&format!("robot/{id}/#")]).await;
         let toml = format!(
-            "id = \"{id}\"\n\n[[devices]]\nname = \"drive\"\nprotocol = \"modbus\"\n\
+            "id = \"@ID@\"\n\n[[devices]]\nname = \"drive\"\nprotocol = \"modbus\"\n\
              serial = {{ path = \"{}\", baud = 115200, parity = \"none\", stop_bits = 1 }}\n\
              timeout_ms = 200\n{body}",
             relay.b.display()
         );
-        let state = tempfile::Builder::new()
-            .prefix("botbus-state-")
-            .tempdir()
-            .expect("temp dir");
-        let daemon = Daemon::start(
-            DaemonOptions::new(toml, &broker, state.path())
-                .env("BOTBUS_DIAGNOSTICS__PERIOD_S", "0.5"),
-        );
+        let rig = RobotRig::start_with(&unique("modbus"), &toml, |o| {
+            o.env("BOTBUS_DIAGNOSTICS__PERIOD_S", "0.5")
+        })
+        .await;
         Rig {
-            id,
-            sub,
-            daemon,
+            rig,
             slave,
-            _broker: broker,
-            _state: state,
             _relay: relay,
         }
-    }
-
-    fn topic(&self, rest: &str) -> String {
-        format!("robot/{}/{rest}", self.id)
-    }
-
-    async fn wait_online(&mut self) {
-        let topic = self.topic("status");
-        self.sub
-            .wait_for("status online", |m| {
-                m.topic == topic && m.opt("state").and_then(|s| s.as_str()) == Some("online")
-            })
-            .await;
-    }
-
-    /// Publishes a command and returns its ack (matched by id) as JSON.
-    async fn command(
-        &mut self,
-        actuator: &str,
-        id: u64,
-        data: serde_json::Value,
-    ) -> serde_json::Value {
-        self.sub
-            .client
-            .publish(
-                self.topic(&format!("cmd/{actuator}")),
-                QoS::AtLeastOnce,
-                false,
-                msgpack(serde_json::json!({"id": id, "data": data})),
-            )
-            .await
-            .expect("queue PUBLISH");
-        let topic = self.topic(&format!("ack/{actuator}"));
-        self.sub
-            .wait_for(&format!("the ack of command {id} on {actuator}"), |m| {
-                m.topic == topic && m.opt("id").and_then(|v| v.as_u64()) == Some(id)
-            })
-            .await
-            .json()
-    }
-
-    /// The next diagnostics report (from the unclaimed ones) that satisfies `pred`.
-    async fn diag(&mut self, what: &str, mut pred: impl FnMut(&Msg) -> bool) -> Msg {
-        let topic = self.topic("diagnostics");
-        self.sub
-            .wait_for(what, |m| m.topic == topic && pred(m))
-            .await
     }
 }
 
@@ -776,7 +594,7 @@ fn unit2_registers() -> Vec<Reg> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_units_on_one_port_publish_every_format_and_word_order_as_the_pymodbus_slave_holds_them(
 ) {
-    if skip_without_pymodbus("two_units_on_one_port_publish_every_format_and_word_order_as_the_pymodbus_slave_holds_them") {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -792,16 +610,16 @@ async fn two_units_on_one_port_publish_every_format_and_word_order_as_the_pymodb
     );
     let mut rig = Rig::start(&bank, &body).await;
 
-    let m = rig.sub.wait_topic(&rig.topic("drive1/state")).await;
+    let m = rig.wait_topic("drive1/state").await;
     assert_sample(&m, &u1);
-    let m = rig.sub.wait_topic(&rig.topic("drive2/state")).await;
+    let m = rig.wait_topic("drive2/state").await;
     assert_sample(&m, &u2);
     assert!(
         m.opt("header.stamp").is_some(),
         "a map sample carries a header with a stamp: {m:?}"
     );
     // A typed message through `fields`.
-    let m = rig.sub.wait_topic(&rig.topic("drive1/temperature")).await;
+    let m = rig.wait_topic("drive1/temperature").await;
     let want = -12.0 * 0.1 - 40.0;
     assert!(
         (m.f64("data") - want).abs() < 1e-9,
@@ -810,7 +628,7 @@ async fn two_units_on_one_port_publish_every_format_and_word_order_as_the_pymodb
     );
     // Polling goes on, with the same values.
     rig.sub.forget_backlog();
-    let m = rig.sub.wait_topic(&rig.topic("drive1/state")).await;
+    let m = rig.wait_topic("drive1/state").await;
     assert_sample(&m, &u1);
 
     // Both units are in diagnostics, answering, without a single error.
@@ -834,9 +652,7 @@ async fn two_units_on_one_port_publish_every_format_and_word_order_as_the_pymodb
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_is_clamped_scaled_and_the_pymodbus_slave_receives_the_checked_raw_value() {
-    if skip_without_pymodbus(
-        "a_command_is_clamped_scaled_and_the_pymodbus_slave_receives_the_checked_raw_value",
-    ) {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -1034,8 +850,7 @@ async fn a_command_is_clamped_scaled_and_the_pymodbus_slave_receives_the_checked
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_safe_value_reaches_the_pymodbus_slave_on_deadman_and_on_sigterm() {
-    if skip_without_pymodbus("the_safe_value_reaches_the_pymodbus_slave_on_deadman_and_on_sigterm")
-    {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -1142,8 +957,7 @@ async fn the_safe_value_reaches_the_pymodbus_slave_on_deadman_and_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_response_is_counted_for_its_unit_which_stays_connected() {
-    if skip_without_pymodbus("an_exception_response_is_counted_for_its_unit_which_stays_connected")
-    {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -1189,7 +1003,7 @@ async fn an_exception_response_is_counted_for_its_unit_which_stays_connected() {
     );
     // The good stream keeps publishing; the refused one publishes nothing.
     rig.sub.forget_backlog();
-    let m = rig.sub.wait_topic(&rig.topic("drive/good")).await;
+    let m = rig.wait_topic("drive/good").await;
     assert_sample(&m, &good);
     let bad_topic = rig.topic("drive/bad");
     assert!(
@@ -1234,9 +1048,7 @@ fn two_unit_rig_body(poll_hz: f64, with_actuator: bool) -> (Bank, Vec<Reg>, Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_that_stops_answering_is_marked_disconnected_while_the_other_keeps_streaming() {
-    if skip_without_pymodbus(
-        "a_unit_that_stops_answering_is_marked_disconnected_while_the_other_keeps_streaming",
-    ) {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -1300,9 +1112,7 @@ async fn a_unit_that_stops_answering_is_marked_disconnected_while_the_other_keep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_unit_does_not_put_the_other_units_actuator_in_its_safe_state() {
-    if skip_without_pymodbus(
-        "a_silent_unit_does_not_put_the_other_units_actuator_in_its_safe_state",
-    ) {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -1358,7 +1168,7 @@ fn line_at(slave: &PySlave, from: usize, text: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_safe_value_the_unit_missed_is_written_once_it_answers_again() {
-    if skip_without_pymodbus("a_safe_value_the_unit_missed_is_written_once_it_answers_again") {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.read().await;
@@ -1472,7 +1282,7 @@ async fn a_safe_value_the_unit_missed_is_written_once_it_answers_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_units_of_ten_registers_polled_at_20_hz_miss_no_polls() {
-    if skip_without_pymodbus("two_units_of_ten_registers_polled_at_20_hz_miss_no_polls") {
+    if !require(Peer::Pymodbus) {
         return;
     }
     let _t = TIMING.write().await;
@@ -1579,82 +1389,19 @@ async fn two_units_of_ten_registers_polled_at_20_hz_miss_no_polls() {
 // ---------------------------------------------------------------------------------------
 // botbus sim
 
-/// `botbus sim --robot <file>`, its stdout followed; SIGTERM (then SIGKILL) on drop.
-struct Sim {
-    child: Child,
-    lines: Lines,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Sim {
-    fn start(robot: &Path) -> Sim {
-        let dir = tempfile::Builder::new()
-            .prefix("botbus-sim-")
-            .tempdir()
-            .expect("temp dir");
-        let log = dir.path().join("sim.log");
-        let mut child = Command::new(botbus_bin())
-            .arg("sim")
-            .arg("--robot")
-            .arg(robot)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("sim log"))
-            .spawn()
-            .expect("run botbus sim");
-        let lines = Lines::follow(child.stdout.take().expect("stdout"));
-        Sim {
-            child,
-            lines,
-            log,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let out: Vec<String> = self.lines.all().into_iter().map(|(_, l)| l).collect();
-            eprintln!(
-                "----- botbus sim stdout -----\n{}\n----- botbus sim stderr -----\n{}",
-                out.join("\n"),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A daemon against `botbus sim` for the same robot file.
 struct SimRig {
-    id: String,
-    sub: Subscriber,
-    daemon: Daemon,
+    rig: RobotRig,
     sim: Sim,
-    _broker: Mosquitto,
-    _state: TempDir,
     _dir: TempDir,
 }
+
+deref_rig!(SimRig);
 
 impl SimRig {
     /// `toml` gets `@ID@` and `@DIR@` replaced; `ready` is the sim's line to wait for.
     async fn start(toml: &str, ready: &str) -> SimRig {
-        let dir = tempfile::Builder::new()
-            .prefix("botbus-modbus-sim-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = temp_dir("botbus-modbus-sim-");
         let id = unique("modbus-sim");
         let toml = toml
             .replace("@ID@", &id)
@@ -1667,55 +1414,11 @@ impl SimRig {
                 l.contains(&ready)
             })
             .await;
-        let broker = Mosquitto::start();
-        let sub = Subscriber::connect(&broker, &[&format!("robot/{id}/#")]).await;
-        let state = tempfile::Builder::new()
-            .prefix("botbus-state-")
-            .tempdir()
-            .expect("temp dir");
-        let daemon = Daemon::start(DaemonOptions::new(toml, &broker, state.path()));
         SimRig {
-            id,
-            sub,
-            daemon,
+            rig: RobotRig::start(&id, &toml).await,
             sim,
-            _broker: broker,
-            _state: state,
             _dir: dir,
         }
-    }
-
-    fn topic(&self, rest: &str) -> String {
-        format!("robot/{}/{rest}", self.id)
-    }
-
-    async fn command(&mut self, actuator: &str, id: u64, data: f64) -> serde_json::Value {
-        self.sub
-            .client
-            .publish(
-                self.topic(&format!("cmd/{actuator}")),
-                QoS::AtLeastOnce,
-                false,
-                msgpack(serde_json::json!({"id": id, "data": data})),
-            )
-            .await
-            .expect("queue PUBLISH");
-        let topic = self.topic(&format!("ack/{actuator}"));
-        self.sub
-            .wait_for(&format!("the ack of command {id}"), |m| {
-                m.topic == topic && m.opt("id").and_then(|v| v.as_u64()) == Some(id)
-            })
-            .await
-            .json()
-    }
-
-    async fn wait_online(&mut self) {
-        let topic = self.topic("status");
-        self.sub
-            .wait_for("status online", |m| {
-                m.topic == topic && m.opt("state").and_then(|s| s.as_str()) == Some("online")
-            })
-            .await;
     }
 
     /// Waits for a sample on `sensor` whose `field` satisfies `pred`.
@@ -1726,12 +1429,10 @@ impl SimRig {
         what: &str,
         pred: impl Fn(f64) -> bool,
     ) -> Msg {
-        let topic = self.topic(sensor);
-        self.sub
-            .wait_for(what, |m| {
-                m.topic == topic && m.opt(field).and_then(|v| v.as_f64()).is_some_and(&pred)
-            })
-            .await
+        self.sample(sensor, what, |m| {
+            m.opt(field).and_then(|v| v.as_f64()).is_some_and(&pred)
+        })
+        .await
     }
 }
 
@@ -1739,9 +1440,7 @@ impl SimRig {
 async fn the_demo_robots_simulated_motor_streams_and_its_speed_follows_a_command() {
     let _t = TIMING.read().await;
     // robots/demo.toml as shipped, with its fixed paths and id made unique to this test.
-    let demo =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/demo.toml"))
-            .expect("read robots/demo.toml");
+    let demo = demo_robot();
     assert!(
         demo.contains("protocol = \"modbus\""),
         "robots/demo.toml has a Modbus device"
@@ -1750,7 +1449,7 @@ async fn the_demo_robots_simulated_motor_streams_and_its_speed_follows_a_command
         .replace("/tmp/botbus-demo", "@DIR@")
         .replace("id = \"demo\"", "id = \"@ID@\"");
     // Files it names by relative path (a DBC file, say) stay where they are.
-    let robots = Path::new(env!("CARGO_MANIFEST_DIR")).join("robots");
+    let robots = repo_path("robots");
     for f in std::fs::read_dir(&robots).expect("list robots/").flatten() {
         let name = f.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".toml") {
@@ -1783,7 +1482,9 @@ async fn the_demo_robots_simulated_motor_streams_and_its_speed_follows_a_command
     assert!((33.9..=36.1).contains(&temp), "temperature_c: {m:?}");
     rig.wait_online().await;
 
-    let ack = rig.command("motor/speed", 1, 1500.0).await;
+    let ack = rig
+        .command("motor/speed", 1, serde_json::json!(1500.0))
+        .await;
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(ack["applied"]["data"], 1500.0, "{ack}");
     rig.sim
@@ -1860,7 +1561,7 @@ timeout_ms = 500
     assert!((33.9..=36.1).contains(&m.f64("temperature")), "{m:?}");
     rig.wait_online().await;
 
-    let ack = rig.command("pump/speed", 1, 120.5).await;
+    let ack = rig.command("pump/speed", 1, serde_json::json!(120.5)).await;
     assert_eq!(ack["ok"], true, "{ack}");
     rig.sim
         .lines

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 struct Pki {
@@ -66,112 +65,28 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
-fn mosquitto_bin(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from(name)
-}
-
 /// A mosquitto with three listeners: plain (the test's observer), mutual TLS, and
-/// password login.
-struct SecureBroker {
-    child: Child,
-    plain: u16,
-    tls: u16,
-    login: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl SecureBroker {
-    fn start(pki: &Pki) -> SecureBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let passwd = dir.path().join("passwd");
-        let st = Command::new(mosquitto_bin("mosquitto_passwd"))
-            .args(["-b", "-c"])
-            .arg(&passwd)
-            .args(["robot", "s3cret-pass"])
-            .status()
-            .expect("run mosquitto_passwd");
-        assert!(st.success());
-        let (plain, tls, login) = (free_port(), free_port(), free_port());
-        let mut conf = format!(
-            "per_listener_settings true\n\
-             listener {plain} 127.0.0.1\nallow_anonymous true\n\n\
-             listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\n\
-             listener {login} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
-            pki.ca.display(),
-            pki.server_cert.display(),
-            pki.server_key.display(),
-            passwd.display()
-        );
-        if euid_is_root() {
-            conf.push_str("user root\n");
-        }
-        let conf_path = write_file(dir.path(), "mosquitto.conf", &conf);
-        let child = Command::new(mosquitto_bin("mosquitto"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        for port in [plain, tls, login] {
-            let up = (0..100).any(|_| {
-                std::thread::sleep(Duration::from_millis(50));
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            assert!(up, "mosquitto did not listen on {port}");
-        }
-        SecureBroker {
-            child,
-            plain,
-            tls,
-            login,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for SecureBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// password login (`robot` / `s3cret-pass`).
+fn secure_broker(pki: &Pki) -> Broker {
+    Broker::options()
+        .tls(TlsFiles {
+            ca: pki.ca.clone(),
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+        })
+        .password("robot", "s3cret-pass")
+        .start()
 }
 
 /// Waits on the plain listener for the robot's retained status to say `online`.
-async fn sees_online(port: u16, robot: &str, within: Duration) -> bool {
-    let mut opts = rumqttc::MqttOptions::new(unique("observer"), "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
-    client
-        .subscribe(format!("robot/{robot}/status"), rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let wait = async {
-        loop {
-            match events.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let v = rmpv::decode::read_value(&mut &p.payload[..]).unwrap();
-                    let state = v.as_map().and_then(|m| {
-                        m.iter()
-                            .find(|(k, _)| k.as_str() == Some("state"))
-                            .and_then(|(_, v)| v.as_str().map(str::to_string))
-                    });
-                    if state.as_deref() == Some("online") {
-                        return true;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    };
-    tokio::time::timeout(within, wait).await.unwrap_or(false)
+async fn sees_online(broker: &Broker, robot: &str, within: Duration) -> bool {
+    let topic = format!("robot/{robot}/status");
+    let mut sub = Subscriber::connect(broker, &[&topic]).await;
+    sub.try_wait_for(within, |m| {
+        m.opt("state").and_then(|s| s.as_str()) == Some("online")
+    })
+    .await
+    .is_some()
 }
 
 fn robot(id: &str) -> String {
@@ -180,7 +95,7 @@ fn robot(id: &str) -> String {
 
 fn start(url: &str, id: &str, env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
-    let mut opts = daemon_options_for_url(robot(id), url, state.path());
+    let mut opts = DaemonOptions::for_url(robot(id), url, state.path()).keep_alive(1);
     for (k, v) in env {
         opts = opts.env(k, v);
     }
@@ -191,7 +106,7 @@ fn start(url: &str, id: &str, env: &[(&str, &str)]) -> (Daemon, tempfile::TempDi
 async fn mutual_tls_with_a_client_certificate_connects_and_goes_online() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let broker = SecureBroker::start(&pki);
+    let broker = secure_broker(&pki);
     let id = unique("tls");
     let (ca, cert, key) = (
         pki.ca.display().to_string(),
@@ -199,7 +114,7 @@ async fn mutual_tls_with_a_client_certificate_connects_and_goes_online() {
         pki.client_key.display().to_string(),
     );
     let (mut d, _s) = start(
-        &format!("mqtts://localhost:{}", broker.tls),
+        &format!("mqtts://localhost:{}", broker.tls_port()),
         &id,
         &[
             ("BOTBUS_MQTT__CA_FILE", &ca),
@@ -208,7 +123,7 @@ async fn mutual_tls_with_a_client_certificate_connects_and_goes_online() {
         ],
     );
     assert!(
-        sees_online(broker.plain, &id, Duration::from_secs(15)).await,
+        sees_online(&broker, &id, Duration::from_secs(15)).await,
         "{}",
         d.log()
     );
@@ -219,15 +134,15 @@ async fn mutual_tls_with_a_client_certificate_connects_and_goes_online() {
 async fn a_client_without_its_certificate_is_refused_and_keeps_retrying() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let broker = SecureBroker::start(&pki);
+    let broker = secure_broker(&pki);
     let id = unique("nocert");
     let ca = pki.ca.display().to_string();
     let (mut d, _s) = start(
-        &format!("mqtts://localhost:{}", broker.tls),
+        &format!("mqtts://localhost:{}", broker.tls_port()),
         &id,
         &[("BOTBUS_MQTT__CA_FILE", &ca)],
     );
-    assert!(!sees_online(broker.plain, &id, Duration::from_secs(4)).await);
+    assert!(!sees_online(&broker, &id, Duration::from_secs(4)).await);
     assert!(d.is_running(), "the daemon keeps retrying: {}", d.log());
     let log = d.log();
     assert!(
@@ -240,7 +155,7 @@ async fn a_client_without_its_certificate_is_refused_and_keeps_retrying() {
 async fn a_broker_certificate_from_another_ca_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let broker = SecureBroker::start(&pki);
+    let broker = secure_broker(&pki);
     let id = unique("badca");
     let (ca, cert, key) = (
         pki.other_ca.display().to_string(),
@@ -248,7 +163,7 @@ async fn a_broker_certificate_from_another_ca_is_not_trusted() {
         pki.client_key.display().to_string(),
     );
     let (mut d, _s) = start(
-        &format!("mqtts://localhost:{}", broker.tls),
+        &format!("mqtts://localhost:{}", broker.tls_port()),
         &id,
         &[
             ("BOTBUS_MQTT__CA_FILE", &ca),
@@ -256,7 +171,7 @@ async fn a_broker_certificate_from_another_ca_is_not_trusted() {
             ("BOTBUS_MQTT__KEY_FILE", &key),
         ],
     );
-    assert!(!sees_online(broker.plain, &id, Duration::from_secs(4)).await);
+    assert!(!sees_online(&broker, &id, Duration::from_secs(4)).await);
     let log = d.log();
     assert!(
         log.contains("TLS handshake") && log.to_lowercase().contains("certificate"),
@@ -269,8 +184,8 @@ async fn a_broker_certificate_from_another_ca_is_not_trusted() {
 async fn a_password_file_logs_in_and_a_wrong_password_is_refused_without_showing_it() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let broker = SecureBroker::start(&pki);
-    let url = format!("mqtt://127.0.0.1:{}", broker.login);
+    let broker = secure_broker(&pki);
+    let url = format!("mqtt://127.0.0.1:{}", broker.login_port());
 
     let good = write_file(dir.path(), "good", "s3cret-pass\n")
         .display()
@@ -285,7 +200,7 @@ async fn a_password_file_logs_in_and_a_wrong_password_is_refused_without_showing
         ],
     );
     assert!(
-        sees_online(broker.plain, &id, Duration::from_secs(15)).await,
+        sees_online(&broker, &id, Duration::from_secs(15)).await,
         "{}",
         d.log()
     );
@@ -299,7 +214,7 @@ async fn a_password_file_logs_in_and_a_wrong_password_is_refused_without_showing
             ("BOTBUS_MQTT__PASSWORD", "not-the-pass-42"),
         ],
     );
-    assert!(!sees_online(broker.plain, &id2, Duration::from_secs(4)).await);
+    assert!(!sees_online(&broker, &id2, Duration::from_secs(4)).await);
     let log = d2.log();
     assert!(
         log.contains("not authorized") || log.contains("bad username or password"),
@@ -317,7 +232,7 @@ async fn a_password_file_logs_in_and_a_wrong_password_is_refused_without_showing
 fn check_never_prints_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let robot = write_file(dir.path(), "r.toml", "id = \"r1\"\n");
-    let out = Command::new(botbus_bin())
+    let out = botbus_command()
         .args(["check", "--robot"])
         .arg(&robot)
         .env("BOTBUS_MQTT__PASSWORD", "hunter2-secret")
@@ -336,16 +251,4 @@ fn check_never_prints_the_password() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!all.contains("hunter2-secret"), "{all}");
-}
-
-/// Whether this process runs as root (mosquitto then needs `user root` to read our files).
-fn euid_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }

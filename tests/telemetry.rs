@@ -6,13 +6,11 @@ use common::*;
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 // Real sentences, copied verbatim from tests/fixtures/nmea (their checksums are the receivers').
-/// novatel-oem.nmea: 29°26.6326' N, 98°36.8840' W, 255.75 m MSL, geoid -26.00 m, GPS fix.
-const NOVATEL_GGA: &str =
-    "$GPGGA,222306.75,2926.6326,N,09836.8840,W,1,08,1.2,255.75,M,-26.00,M,,*57";
+// NOVATEL_GGA (novatel-oem.nmea) is a shared fixture, in tests/common/fixtures.rs.
 /// sirf-iv-bu353s4.nmea: 37°47.0873' S, 175°18.8938' E, 59.9 m MSL, geoid 23.7 m, GPS fix.
 const SIRF_GGA: &str = "$GPGGA,030719.000,3747.0873,S,17518.8938,E,1,08,1.1,59.9,M,23.7,M,,0000*7D";
 /// trimble-rtk.nmea: 41°34.49795459' N, 93°45.03431408' W, 278.161 m MSL, geoid -31.442 m, DGPS.
@@ -46,10 +44,6 @@ fn expected_fixes() -> [(f64, f64, f64, i64); 3] {
     ]
 }
 
-fn crlf(sentence: &str) -> String {
-    format!("{sentence}\r\n")
-}
-
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol
 }
@@ -59,59 +53,6 @@ fn assert_close(what: &str, got: f64, want: f64, tol: f64) {
         close(got, want, tol),
         "{what}: got {got}, want {want} (± {tol})"
     );
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn state_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("botbus-state-")
-        .tempdir()
-        .expect("temp dir")
-}
-
-fn gps_device(path: &Path, qos: u8) -> String {
-    format!(
-        r#"
-[[devices]]
-name = "gps"
-protocol = "nmea"
-serial = {{ path = "{}", baud = 9600 }}
-  [[devices.streams]]
-  sensor = "gps/fix"
-  type = "sensor_msgs/NavSatFix"
-  source = "GGA"
-  qos = {qos}
-"#,
-        path.display()
-    )
-}
-
-fn base_device(path: &Path, max_rate_hz: Option<f64>) -> String {
-    let rate = max_rate_hz
-        .map(|r| format!("  max_rate_hz = {r}\n"))
-        .unwrap_or_default();
-    format!(
-        r#"
-[[devices]]
-name = "base"
-protocol = "lines"
-serial = {{ path = "{}", baud = 115200 }}
-format = "kv"
-  [[devices.streams]]
-  sensor = "battery"
-  type = "sensor_msgs/BatteryState"
-  when = {{ tag = "BAT" }}
-  fields = {{ voltage = "v", current = "i" }}
-  qos = 1
-{rate}"#,
-        path.display()
-    )
 }
 
 fn gps_and_base_robot(id: &str, gps: &Path, base: &Path) -> String {
@@ -137,7 +78,7 @@ fn is_nan_f32(v: &rmpv::Value) -> bool {
 
 #[tokio::test]
 async fn gps_fix_and_battery_are_decoded_with_seq_counting_from_zero_per_topic() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("decode");
     let mut gps = PtyDevice::open();
@@ -207,7 +148,7 @@ async fn gps_fix_and_battery_are_decoded_with_seq_counting_from_zero_per_topic()
 
 #[tokio::test]
 async fn status_is_online_after_connect_and_offline_after_sigterm_with_exit_code_zero() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("sigterm");
     let gps = PtyDevice::open();
@@ -252,7 +193,7 @@ async fn status_is_online_after_connect_and_offline_after_sigterm_with_exit_code
 
 #[tokio::test]
 async fn last_will_marks_the_robot_offline_after_sigkill() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("will");
     let gps = PtyDevice::open();
@@ -299,7 +240,7 @@ async fn last_will_marks_the_robot_offline_after_sigkill() {
 
 #[tokio::test]
 async fn boot_counter_rises_by_one_across_restarts_with_the_same_state_dir() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("boot");
     let gps = PtyDevice::open();
@@ -338,7 +279,7 @@ async fn boot_counter_rises_by_one_across_restarts_with_the_same_state_dir() {
 
 #[tokio::test]
 async fn retained_catalog_lists_every_stream_and_command_with_type_and_qos() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("catalog");
     let gps = PtyDevice::open();
@@ -468,7 +409,7 @@ format = "kv"
 
 #[tokio::test]
 async fn bad_checksum_sentence_is_counted_not_published() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("checksum");
     let mut gps = PtyDevice::open();
@@ -549,7 +490,7 @@ async fn bad_checksum_sentence_is_counted_not_published() {
 
 #[tokio::test]
 async fn device_path_that_appears_after_start_up_is_picked_up_while_other_devices_keep_running() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("hotplug");
     let links = tempfile::tempdir().unwrap();
@@ -598,7 +539,7 @@ async fn device_path_that_appears_after_start_up_is_picked_up_while_other_device
 
 #[tokio::test]
 async fn tcp_device_is_read_like_a_serial_port() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("tcp");
     // A ser2net-style serial server: the daemon connects to it as a client.
@@ -638,7 +579,7 @@ tcp = "{addr}"
 
 #[tokio::test]
 async fn max_rate_hz_downsamples_a_burst_and_publishes_the_latest_value() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("rate");
     let mut base = PtyDevice::open();
@@ -702,11 +643,8 @@ async fn max_rate_hz_downsamples_a_burst_and_publishes_the_latest_value() {
 }
 
 fn check_cmd(dir: &Path, robot: &Path) -> std::process::Output {
-    let mut cmd = std::process::Command::new(botbus_bin());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BOTBUS_")) {
-        cmd.env_remove(k);
-    }
-    cmd.arg("check")
+    botbus_command()
+        .arg("check")
         .arg("--robot")
         .arg(robot)
         .current_dir(dir)
@@ -939,7 +877,7 @@ fn check_exits_quietly_when_its_reader_has_gone_away() {
 
 #[tokio::test]
 async fn topic_echo_count_prints_json_lines_with_the_decoded_payload() {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("echo");
     let mut base = PtyDevice::open();
@@ -1128,24 +1066,6 @@ client.loop_forever()
 os._exit(0)
 "#;
 
-/// Why the Python interop test cannot run here, if it cannot.
-fn python_missing() -> Option<String> {
-    let probe = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import msgpack, paho.mqtt, paho.mqtt.client as m; m.CallbackAPIVersion.VERSION2; print(paho.mqtt.__version__)",
-        ])
-        .output();
-    match probe {
-        Err(e) => Some(format!("python3 cannot run: {e}")),
-        Ok(o) if !o.status.success() => Some(format!(
-            "python3 lacks paho-mqtt 2.x or msgpack: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Ok(_) => None,
-    }
-}
-
 async fn next_line(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 ) -> Option<String> {
@@ -1157,16 +1077,10 @@ async fn next_line(
 
 #[tokio::test]
 async fn python_paho_subscriber_receives_the_fix_and_battery_as_dictionaries() {
-    if let Some(why) = python_missing() {
-        loud(&format!(
-            "\n*** SKIPPED python_paho_subscriber_receives_the_fix_and_battery_as_dictionaries: {why}\n"
-        ));
-        loud(
-            "*** install them with: python3 -m pip install paho-mqtt msgpack (scripts/test does)\n",
-        );
+    if !require(Peer::Paho) {
         return;
     }
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let state = state_dir();
     let id = unique("python");
     let mut gps = PtyDevice::open();
@@ -1182,7 +1096,7 @@ async fn python_paho_subscriber_receives_the_fix_and_battery_as_dictionaries() {
 
     let work = tempfile::tempdir().unwrap();
     let script = write_file(work.path(), "subscriber.py", PYTHON_SUBSCRIBER);
-    let mut py = tokio::process::Command::new("python3")
+    let mut py = tokio::process::Command::new(peers::python())
         .arg(&script)
         .args([
             "127.0.0.1",

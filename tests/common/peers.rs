@@ -1,0 +1,119 @@
+//! Interop peers: the independent Python implementations some tests check botbus against
+//! (pymodbus, cantools, paho-mqtt). A test that needs one starts with
+//! `if !peers::require(Peer::Pymodbus) { return; }`. When the peer is missing, the test
+//! FAILS under CI (`CI` set, and not `false` or `0`: DESIGN.md §8, a missing interop peer in
+//! CI is a failure, not a silent skip), and elsewhere says loudly that it was skipped.
+//! `BOTBUS_TEST_PYTHON` names the interpreter (default `python3`); every peer runs with it.
+
+use super::util::{skip_banner, test_name};
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// A Python peer a test needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// pymodbus 3.x with its simulator API (`SimDevice`), and pyserial.
+    Pymodbus,
+    /// cantools.
+    Cantools,
+    /// paho-mqtt 2.x (`CallbackAPIVersion.VERSION2`) and msgpack.
+    Paho,
+}
+
+impl Peer {
+    /// What must be importable.
+    fn probe(self) -> &'static str {
+        match self {
+            Peer::Pymodbus => {
+                "import serial; from pymodbus import FramerType; \
+                 from pymodbus.server import ModbusSerialServer; \
+                 from pymodbus.simulator import DataType, SimData, SimDevice"
+            }
+            Peer::Cantools => "import cantools",
+            Peer::Paho => "import msgpack, paho.mqtt.client as m; m.CallbackAPIVersion.VERSION2",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Peer::Pymodbus => "pymodbus >= 3.x (SimDevice API) and pyserial",
+            Peer::Cantools => "cantools",
+            Peer::Paho => "paho-mqtt 2.x and msgpack",
+        }
+    }
+
+    fn packages(self) -> &'static str {
+        match self {
+            Peer::Pymodbus => "pymodbus pyserial",
+            Peer::Cantools => "cantools",
+            Peer::Paho => "paho-mqtt msgpack",
+        }
+    }
+
+    /// Why the peer cannot run here, or `None` when it can. Probed once per process.
+    pub fn missing(self) -> Option<String> {
+        static CACHE: Mutex<Option<HashMap<Peer, Option<String>>>> = Mutex::new(None);
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get_or_insert_with(HashMap::new)
+            .entry(self)
+            .or_insert_with(|| {
+                let py = python();
+                match Command::new(&py).args(["-c", self.probe()]).output() {
+                    Err(e) => Some(format!("{py} cannot run: {e}")),
+                    Ok(o) if !o.status.success() => Some(format!(
+                        "{py} lacks {}: {}",
+                        self.describe(),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
+                    Ok(_) => None,
+                }
+            })
+            .clone()
+    }
+}
+
+/// The Python interpreter the peers run with: `BOTBUS_TEST_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("BOTBUS_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".to_string())
+}
+
+/// Whether this is a CI run: `CI` set to anything but empty, `false` or `0`.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// True when `peer` can run. When it cannot: panics under CI, naming the peer and how to
+/// install it; elsewhere says loudly on stderr that the calling test was skipped and
+/// returns false (the test then returns at once).
+#[must_use = "return from the test when the peer is missing"]
+pub fn require(peer: Peer) -> bool {
+    let Some(why) = peer.missing() else {
+        return true;
+    };
+    let test = test_name();
+    let install = format!(
+        "install it with: {} -m pip install {} (scripts/test does)",
+        python(),
+        peer.packages()
+    );
+    if in_ci() {
+        panic!(
+            "{test} needs the interop peer {}, which is missing, and CI is set \
+             (a missing interop peer fails in CI): {why}; {install}",
+            peer.describe()
+        );
+    }
+    skip_banner(
+        &test,
+        &format!(
+            "the interop peer {} is missing: {why}\n{install}\n(under CI=true this test fails)",
+            peer.describe()
+        ),
+    );
+    false
+}

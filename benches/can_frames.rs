@@ -10,8 +10,8 @@
 
 use botbus::config::Robot;
 use botbus::messages::Time;
+use botbus::protocols::can::slcan::SlcanDecoder;
 use botbus::protocols::can::{CanCore, CanFrame};
-use botbus::protocols::slcan::SlcanDecoder;
 use botbus::protocols::Output;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::fmt::Write as _;
@@ -121,7 +121,10 @@ fn bench(c: &mut Criterion) {
         });
 
         // (b) frame → DBC-decoded map → msgpack bytes.
-        let mut core = CanCore::new(&device.streams);
+        let botbus::config::DeviceKind::Can(can) = &device.kind else {
+            panic!("the bench robot's devices are CAN buses");
+        };
+        let mut core = CanCore::new(&can.streams);
         let mut out: Vec<Output> = Vec::with_capacity(4);
         let mut buf = Vec::with_capacity(1024);
         g.bench_function(format!("frame_to_map_msgpack/{name}"), |b| {

@@ -209,7 +209,7 @@ fn render_spec(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Str
                     Some(v) => return Err(format!("{path} = `{v}` is not a number")),
                 }
             }
-            let data = crate::protocols::dbc::encode(message, &values)?;
+            let data = crate::protocols::can::dbc::encode(message, &values)?;
             Ok(DeviceWrite::Can(crate::protocols::can::CanFrame {
                 id: message.id,
                 extended: message.extended,
@@ -266,9 +266,9 @@ impl CommandRouter {
     ) -> CommandRouter {
         let mut routes = Vec::new();
         for (i, d) in robot.devices.iter().enumerate() {
-            for c in &d.commands {
+            for c in d.commands() {
                 routes.push(Route {
-                    act: Actuator::new(c.clone()),
+                    act: Actuator::new(c),
                     device: i,
                     device_name: d.name.clone(),
                     writer: devices[i].writer.clone(),

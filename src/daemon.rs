@@ -5,16 +5,17 @@ use crate::bus::outbox::Outbox;
 use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::settings::OnFull;
-use crate::config::{ProtocolSpec, TransportSpec};
-use crate::config::{Robot, Settings};
-use crate::device::bytes::{decoder_for, transport_opener, BytesDriver};
+use crate::config::{DeviceKind, Robot, Settings};
+use crate::device::bytes::BytesDriver;
 use crate::device::modbus::ModbusDriver;
 use crate::device::runner::{Driver, Runner};
 use crate::device::socketcan::SocketCanDriver;
 use crate::device::Writes;
 use crate::diagnostics::{self, DeviceDiag};
 use crate::meta::{self, Topics};
-use crate::protocols::can::CanCore;
+use crate::protocols::can::{Can, CanCore, CanLink, SlcanProtocol};
+use crate::protocols::lines::LinesDecoder;
+use crate::protocols::nmea::NmeaDecoder;
 use crate::spool::Spool;
 use crate::state::{self, StateError};
 use crate::stream::StreamPublisher;
@@ -108,11 +109,11 @@ pub async fn start(
     let mut diags = Vec::new();
     let mut devices = Vec::new();
     for device in &robot.devices {
-        let (wtx, wrx) = crate::device::write_channel(device.commands.len());
+        let (wtx, wrx) = crate::device::write_channel(device.commands().len());
         let (link_tx, link_rx) = watch::channel(false);
         let streams: Vec<StreamPublisher> = device
-            .streams
-            .iter()
+            .streams()
+            .into_iter()
             .map(|s| StreamPublisher::new(s, topics.sensor(&s.sensor)))
             .collect();
         // Each device runs in the one runner, with its protocol's driver.
@@ -124,13 +125,13 @@ pub async fn start(
             link: link_tx,
             stop: stop.clone(),
         };
-        match (&device.protocol, &device.transport, decoder_for(device)) {
-            (ProtocolSpec::Modbus { .. }, _, _) => {
+        match &device.kind {
+            DeviceKind::Modbus(modbus) => {
                 // Modbus: the port has a diagnostics entry, and so has each unit on it.
                 let diag = DeviceDiag::polled(device.name.clone());
                 diags.push(diag.clone());
                 let mut units = Vec::new();
-                let driver = ModbusDriver::new(device, diag.clone(), |unit| {
+                let driver = ModbusDriver::new(&device.name, modbus, diag.clone(), |unit| {
                     let d = DeviceDiag::new(format!("{}/unit{unit}", device.name));
                     units.push(d.clone());
                     d
@@ -138,28 +139,37 @@ pub async fn start(
                 diags.extend(units);
                 parts.spawn(driver, &diag);
             }
-            (ProtocolSpec::SocketCan, TransportSpec::SocketCan(interface), _) => {
-                let diag = DeviceDiag::new(device.name.clone());
+            DeviceKind::Can(Can {
+                link: CanLink::SocketCan { interface },
+                streams,
+                ..
+            }) => {
                 let driver = SocketCanDriver {
                     interface: interface.clone(),
-                    core: CanCore::new(&device.streams),
+                    core: CanCore::new(streams),
                 };
-                parts.spawn(driver, &diag);
-                diags.push(diag);
+                diags.push(parts.spawn_counted(driver));
             }
-            (_, _, Some(decoder)) => {
-                let diag = DeviceDiag::new(device.name.clone());
-                let driver = BytesDriver::new(
-                    device.transport.describe(),
-                    transport_opener(device),
-                    decoder,
-                    device.idle_timeout,
-                );
-                parts.spawn(driver, &diag);
-                diags.push(diag);
+            DeviceKind::Can(Can {
+                link: CanLink::Slcan { transport, bitrate },
+                streams,
+                idle_timeout,
+                ..
+            }) => {
+                let core = SlcanProtocol::new(*bitrate, streams);
+                let driver = BytesDriver::over(transport, Box::new(core), *idle_timeout);
+                diags.push(parts.spawn_counted(driver));
             }
-            (p, _, None) => {
-                tracing::error!(device = %device.name, "no driver for protocol {}", p.name());
+            DeviceKind::Nmea(nmea) => {
+                let core = NmeaDecoder::new(&nmea.streams);
+                let driver = BytesDriver::over(&nmea.transport, Box::new(core), nmea.idle_timeout);
+                diags.push(parts.spawn_counted(driver));
+            }
+            DeviceKind::Lines(lines) => {
+                let core = LinesDecoder::new(&lines.format, &lines.streams);
+                let driver =
+                    BytesDriver::over(&lines.transport, Box::new(core), lines.idle_timeout);
+                diags.push(parts.spawn_counted(driver));
             }
         }
         devices.push(DeviceLink {
@@ -216,6 +226,13 @@ struct Parts {
 }
 
 impl Parts {
+    /// Spawns the runner with a diagnostics entry of its own, and returns that entry.
+    fn spawn_counted<D: Driver + 'static>(self, driver: D) -> Arc<DeviceDiag> {
+        let diag = DeviceDiag::new(self.name.clone());
+        self.spawn(driver, &diag);
+        diag
+    }
+
     fn spawn<D: Driver + 'static>(self, driver: D, diag: &Arc<DeviceDiag>) {
         let runner = Runner {
             name: self.name,

@@ -2,10 +2,13 @@
 //! and remote commands back through a safety layer.
 //!
 //! # Layout
-//! - [`config`]: daemon settings and robot files, validated in one step into a [`config::Robot`].
+//! - [`config`]: daemon settings and robot files, validated in one step into a [`config::Robot`],
+//!   whose devices are a closed enum with one variant per protocol.
+//! - [`spec`]: the validated parts every protocol shares (streams, commands, transports) and
+//!   the checker that collects every problem with its key path.
 //! - [`messages`]: the ROS 2 message types, field paths and their MessagePack encoding.
-//! - [`protocols`]: sans-IO protocol cores: NMEA, text lines, Modbus register maps, CAN
-//!   (DBC, slcan framing) and command templates; bytes in, samples out, commands in, bytes out.
+//! - [`protocols`]: one folder per protocol (`nmea`, `lines`, `modbus`, `can`), each with its
+//!   robot-file keys, their validation, its sans-IO core and its simulator.
 //! - [`transport`]: opens serial ports and TCP serial servers as byte streams.
 //! - [`device`]: the one device runner (open, reconnect with backoff, link state, safe-first
 //!   writes, shutdown) and each protocol's thin driver (open, next event, write).
@@ -18,7 +21,7 @@
 //! - [`diagnostics`]: device and bus counters, published periodically.
 //! - [`state`]: the boot counter in the state directory.
 //! - [`daemon`]: `botbus run`, wiring all of the above.
-//! - [`sim`]: simulated devices on pseudo-terminals.
+//! - [`sim`]: runs the protocols' simulators on pseudo-terminals or TCP ports.
 //! - [`demo`]: the zero-setup demo with an embedded broker.
 //! - [`fleet`]: fleet-side tools (`topic echo`) and MessagePack ↔ JSON.
 //! - [`backoff`]: jittered exponential backoff.
@@ -38,6 +41,7 @@ pub mod meta;
 pub mod protocols;
 pub mod safety;
 pub mod sim;
+pub mod spec;
 pub mod spool;
 pub mod state;
 pub mod stream;

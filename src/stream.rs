@@ -2,8 +2,8 @@
 //! (latest value wins) and MessagePack encoding into a reused buffer.
 
 use crate::bus::{qos_from_u8, BusHandle, Outgoing, QoS};
-use crate::config::StreamSpec;
 use crate::messages::{Message, Time};
+use crate::spec::StreamSpec;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +98,6 @@ impl StreamPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StreamSelect;
     use crate::messages::MessageType;
 
     fn spec(max_rate_hz: Option<f64>) -> StreamSpec {
@@ -109,10 +108,6 @@ mod tests {
             retain: false,
             min_interval: max_rate_hz.map(|h| Duration::from_secs_f64(1.0 / h)),
             frame_id: "base_link".into(),
-            select: StreamSelect::Lines {
-                when: vec![],
-                fields: vec![],
-            },
         }
     }
 

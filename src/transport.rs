@@ -2,8 +2,7 @@
 //! servers, in one factory. Drivers only see `AsyncRead + AsyncWrite`, so tests can use
 //! pseudo-terminals or in-memory pipes.
 
-use crate::config::robot::{FlowControlConfig, ParityConfig};
-use crate::config::{SerialSpec, TransportSpec};
+use crate::spec::{FlowControlConfig, ParityConfig, SerialSpec, TransportSpec};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,19 +26,6 @@ pub enum TransportError {
     },
     #[error("tcp {addr}: timed out connecting")]
     TcpTimeout { addr: String },
-    #[error("{0} is a SocketCAN interface, not a byte stream")]
-    NotAByteStream(String),
-}
-
-impl TransportSpec {
-    /// A short description for logs: the path or the address.
-    pub fn describe(&self) -> String {
-        match self {
-            TransportSpec::Serial(s) => s.path.display().to_string(),
-            TransportSpec::Tcp(a) => format!("tcp://{a}"),
-            TransportSpec::SocketCan(i) => format!("socketcan:{i}"),
-        }
-    }
 }
 
 fn open_serial(s: &SerialSpec) -> Result<BoxedStream, TransportError> {
@@ -84,7 +70,6 @@ fn open_serial(s: &SerialSpec) -> Result<BoxedStream, TransportError> {
 /// Opens the device's transport.
 pub async fn open(spec: &TransportSpec) -> Result<BoxedStream, TransportError> {
     match spec {
-        TransportSpec::SocketCan(i) => Err(TransportError::NotAByteStream(i.clone())),
         TransportSpec::Serial(s) => open_serial(s),
         TransportSpec::Tcp(addr) => {
             let connect = tokio::net::TcpStream::connect(addr.as_str());

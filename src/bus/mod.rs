@@ -6,6 +6,7 @@ pub mod outbox;
 pub mod session;
 mod task;
 
+pub use crate::config::broker_url::{BrokerUrl, BrokerUrlError};
 use crate::config::Settings;
 use bytes::Bytes;
 pub use rumqttc::QoS;
@@ -24,65 +25,6 @@ pub enum BusError {
     Full,
     #[error("{0}")]
     Config(String),
-}
-
-/// `mqtt://host:port`, `mqtts://host:port` (also `tcp://`, `ssl://`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl BrokerUrl {
-    pub fn parse(text: &str) -> Result<BrokerUrl, String> {
-        // Errors quote the URL, but never a password written into it.
-        let (shown, has_credentials) = match (text.find("://"), text.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                (format!("{}://***@{}", &text[..s], &text[at + 1..]), true)
-            }
-            _ => (text.to_string(), false),
-        };
-        let text = shown.as_str();
-        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-        if has_credentials {
-            return Err(format!(
-                "`{text}`: credentials in the URL are not used; set mqtt.username and mqtt.password_file (or BOTBUS_MQTT__PASSWORD)"
-            ));
-        }
-        let tls = match url.scheme() {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" | "tls" => true,
-            s => {
-                return Err(format!(
-                    "`{text}`: scheme `{s}` is not mqtt://, mqtts://, tcp:// or ssl://"
-                ))
-            }
-        };
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("`{text}` has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if url.path() != "" && url.path() != "/" {
-            return Err(format!("`{text}`: a broker URL has no path"));
-        }
-        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
-        Ok(BrokerUrl { host, port, tls })
-    }
-}
-
-impl std::fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// One message to publish. Topics are shared, so a stream allocates its topic once.
@@ -184,7 +126,7 @@ impl BusConfig {
     /// Broker, credentials and TLS from the daemon settings, shared by daemon and tools.
     pub fn from_settings(settings: &Settings, client_id: String) -> Result<BusConfig, BusError> {
         let m = &settings.mqtt;
-        let url = BrokerUrl::parse(&m.url).map_err(BusError::Config)?;
+        let url = BrokerUrl::parse(&m.url).map_err(|e| BusError::Config(e.to_string()))?;
         let password = settings
             .password()
             .map_err(|e| BusError::Config(e.to_string()))?;
@@ -384,30 +326,4 @@ pub fn start_with(
         },
         in_rx,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broker_urls_parse_with_default_ports() {
-        assert_eq!(
-            BrokerUrl::parse("mqtt://localhost").unwrap(),
-            BrokerUrl {
-                host: "localhost".into(),
-                port: 1883,
-                tls: false
-            }
-        );
-        let u = BrokerUrl::parse("mqtts://broker.example:9999").unwrap();
-        assert!(u.tls && u.port == 9999);
-        assert_eq!(BrokerUrl::parse("ssl://[::1]").unwrap().host, "::1");
-        assert!(BrokerUrl::parse("http://x").unwrap_err().contains("scheme"));
-        assert!(BrokerUrl::parse("nonsense").is_err());
-        let e = BrokerUrl::parse("mqtt://user:s3cr3t@host:1883").unwrap_err();
-        assert!(e.contains("mqtt.username") && !e.contains("s3cr3t"), "{e}");
-        let e = BrokerUrl::parse("mqtt://user:s3cr3t@bad host").unwrap_err();
-        assert!(!e.contains("s3cr3t"), "{e}");
-    }
 }

@@ -4,7 +4,7 @@
 
 use super::link::{self, Link};
 use super::outbox::Outbox;
-use super::session::Session;
+use super::session::{Session, SessionError};
 use super::{BusConfig, BusStats, Command, Incoming, LinkState, Outgoing};
 use crate::backoff::Backoff;
 use bytes::{Buf, BytesMut};
@@ -111,6 +111,15 @@ struct Ctx {
     /// When the group commit is due: fixed when the first unflushed append is made, so a
     /// steady stream (a wake-up every few ms) cannot keep pushing it back.
     flush_due: Option<Instant>,
+}
+
+/// What the broker sent that ends the connection: it no longer speaks MQTT we can follow.
+#[derive(Debug, thiserror::Error)]
+enum BrokerSaid {
+    #[error("bad packet from broker: {0}")]
+    BadPacket(rumqttc::Error),
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
 enum Ended {
@@ -392,7 +401,7 @@ impl Ctx {
                     Err(e) => break Ended::Lost(format!("read: {e}")),
                     Ok(_) => {
                         if let Err(reason) = self.on_bytes(&mut rbuf, &mut session, &mut wbuf, &mut pong_deadline, &mut progress, &mut discard) {
-                            break Ended::Lost(reason);
+                            break Ended::Lost(reason.to_string());
                         }
                     }
                 },
@@ -504,7 +513,7 @@ impl Ctx {
         pong_deadline: &mut Option<Instant>,
         progress: &mut Instant,
         discard: &mut usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), BrokerSaid> {
         loop {
             if *discard > 0 {
                 let n = (*discard).min(rbuf.len());
@@ -550,9 +559,9 @@ impl Ctx {
             let packet = match Packet::read(rbuf, self.cfg.max_incoming) {
                 Ok(p) => p,
                 Err(rumqttc::Error::InsufficientBytes(_)) => return Ok(()),
-                Err(e) => return Err(format!("bad packet from broker: {e}")),
+                Err(e) => return Err(BrokerSaid::BadPacket(e)),
             };
-            let r = session.on_packet(packet).map_err(|e| e.to_string())?;
+            let r = session.on_packet(packet)?;
             if let Some(reply) = r.reply {
                 Self::write_packet(wbuf, reply);
             }

@@ -46,7 +46,7 @@ pub fn unsupported(robot: &Robot) -> Vec<String> {
             format!(
                 "sim: device {} ({}) is not simulated by this build",
                 d.name,
-                d.protocol.name()
+                d.protocol()
             )
         })
         .collect()

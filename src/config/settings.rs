@@ -1,6 +1,7 @@
 //! Daemon settings (`config/botbus.toml`): built-in defaults, then the file, then
 //! `BOTBUS_<SECTION>__<KEY>` environment overrides, layered with the `config` crate.
 
+use super::broker_url::{BrokerUrl, BrokerUrlError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -14,6 +15,37 @@ pub enum SettingsError {
     Missing { path: PathBuf },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
+}
+
+/// A setting whose value cannot be used; the text names the key and says what to do.
+#[derive(Debug, Error)]
+pub enum InvalidSetting {
+    #[error("mqtt.url: {0}")]
+    Url(#[from] BrokerUrlError),
+    #[error("mqtt.protocol: must be 3 or 5, not {0}")]
+    Protocol(u8),
+    #[error("mqtt.protocol: MQTT 5 is not supported by this build yet; use 3 (MQTT 3.1.1), which every broker speaks")]
+    Mqtt5,
+    #[error("mqtt.topic_prefix: `{0}` must be one or more non-empty levels joined by `/`, without MQTT wildcards or a leading `$`")]
+    TopicPrefix(String),
+    #[error("mqtt.max_payload_bytes: must be at least 64")]
+    MaxPayload,
+    #[error("mqtt.password and mqtt.password_file: give one, not both")]
+    TwoPasswords,
+    #[error("mqtt.cert_file and mqtt.key_file: client authentication needs both")]
+    HalfClientAuth,
+    #[error("mqtt.password: a password needs mqtt.username too")]
+    PasswordWithoutUser,
+    #[error("mqtt.{key}: cannot read `{path}`: {source}")]
+    Unreadable {
+        key: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("diagnostics.period_s: must be between 0.01 and 86400 seconds, not {0}")]
+    DiagnosticsPeriod(f64),
+    #[error("log.level: `{0}` is not a log filter")]
+    LogLevel(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,48 +219,40 @@ impl Settings {
         };
         let built = builder.build().map_err(invalid)?;
         let settings: Settings = built.try_deserialize().map_err(invalid)?;
-        settings
-            .validate()
-            .map_err(|message| SettingsError::Invalid {
-                origin: origin.clone(),
-                message,
-            })?;
+        settings.validate().map_err(|e| SettingsError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
         Ok(settings)
     }
 
     /// Checks the values (and that the files they name can be read), as loading does;
     /// for settings changed after loading, e.g. by a tool's command-line options.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let m = &self.mqtt;
-        crate::bus::BrokerUrl::parse(&m.url).map_err(|e| format!("mqtt.url: {e}"))?;
-        if m.protocol != 3 && m.protocol != 5 {
-            return Err(format!("mqtt.protocol: must be 3 or 5, not {}", m.protocol));
-        }
-        if m.protocol == 5 {
-            return Err("mqtt.protocol: MQTT 5 is not supported by this build yet; use 3 (MQTT 3.1.1), which every broker speaks".into());
+        BrokerUrl::parse(&m.url)?;
+        match m.protocol {
+            3 => {}
+            5 => return Err(InvalidSetting::Mqtt5),
+            p => return Err(InvalidSetting::Protocol(p)),
         }
         if m.topic_prefix.split('/').any(|seg| seg.is_empty())
             || m.topic_prefix.contains(['+', '#'])
             || m.topic_prefix.starts_with('$')
         {
-            return Err(format!(
-                "mqtt.topic_prefix: `{}` must be one or more non-empty levels joined by `/`, without MQTT wildcards or a leading `$`",
-                m.topic_prefix
-            ));
+            return Err(InvalidSetting::TopicPrefix(m.topic_prefix.clone()));
         }
         if m.max_payload_bytes < 64 {
-            return Err("mqtt.max_payload_bytes: must be at least 64".into());
+            return Err(InvalidSetting::MaxPayload);
         }
         if !m.password.is_empty() && !m.password_file.is_empty() {
-            return Err("mqtt.password and mqtt.password_file: give one, not both".into());
+            return Err(InvalidSetting::TwoPasswords);
         }
         if m.cert_file.is_empty() != m.key_file.is_empty() {
-            return Err(
-                "mqtt.cert_file and mqtt.key_file: client authentication needs both".into(),
-            );
+            return Err(InvalidSetting::HalfClientAuth);
         }
         if m.username.is_empty() && (!m.password.is_empty() || !m.password_file.is_empty()) {
-            return Err("mqtt.password: a password needs mqtt.username too".into());
+            return Err(InvalidSetting::PasswordWithoutUser);
         }
         for (key, path) in [
             ("password_file", &m.password_file),
@@ -237,15 +261,16 @@ impl Settings {
             ("key_file", &m.key_file),
         ] {
             if !path.is_empty() {
-                std::fs::File::open(path)
-                    .map_err(|e| format!("mqtt.{key}: cannot read `{path}`: {e}"))?;
+                std::fs::File::open(path).map_err(|source| InvalidSetting::Unreadable {
+                    key,
+                    path: path.clone(),
+                    source,
+                })?;
             }
         }
         let p = self.diagnostics.period_s;
         if !(0.01..=86_400.0).contains(&p) {
-            return Err(format!(
-                "diagnostics.period_s: must be between 0.01 and 86400 seconds, not {p}"
-            ));
+            return Err(InvalidSetting::DiagnosticsPeriod(p));
         }
         if self
             .log
@@ -253,10 +278,7 @@ impl Settings {
             .parse::<tracing_subscriber::filter::EnvFilter>()
             .is_err()
         {
-            return Err(format!(
-                "log.level: `{}` is not a log filter",
-                self.log.level
-            ));
+            return Err(InvalidSetting::LogLevel(self.log.level.clone()));
         }
         Ok(())
     }

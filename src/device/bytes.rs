@@ -2,14 +2,15 @@
 //! into the protocol core and writes the bytes that commands render. It opens through a
 //! function, so tests can hand it `tokio::io::duplex` pipes as well as pseudo-terminals.
 
-use super::runner::{Driver, Ended, Written};
+use super::runner::{Driver, Ended, OpenError, Written};
 use super::{DeviceWrite, WriteError};
-use crate::config::{Device, ProtocolSpec};
+use crate::config::{Device, DeviceKind};
 use crate::messages::Time;
-use crate::protocols::can::SlcanProtocol;
+use crate::protocols::can::{Can, CanLink, SlcanProtocol};
 use crate::protocols::lines::LinesDecoder;
 use crate::protocols::nmea::NmeaDecoder;
 use crate::protocols::{Decoder, Output};
+use crate::spec::TransportSpec;
 use crate::transport::{self, BoxedStream};
 use std::future::Future;
 use std::pin::Pin;
@@ -19,28 +20,35 @@ use tokio::time::{sleep_until, Instant};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The protocol core of a byte-stream device; `None` for other protocols.
+/// The protocol core of a byte-stream device; `None` for a device that is not one
+/// (Modbus speaks through tokio-modbus, SocketCAN through frames).
 pub fn decoder_for(device: &Device) -> Option<Box<dyn Decoder>> {
-    match &device.protocol {
-        ProtocolSpec::Nmea => Some(Box::new(NmeaDecoder::new(&device.streams))),
-        p @ ProtocolSpec::Lines { .. } => Some(Box::new(LinesDecoder::new(p, &device.streams))),
-        ProtocolSpec::Slcan { bitrate } => {
-            Some(Box::new(SlcanProtocol::new(*bitrate, &device.streams)))
-        }
-        ProtocolSpec::Modbus { .. } | ProtocolSpec::SocketCan => None,
+    match &device.kind {
+        DeviceKind::Nmea(d) => Some(Box::new(NmeaDecoder::new(&d.streams))),
+        DeviceKind::Lines(d) => Some(Box::new(LinesDecoder::new(&d.format, &d.streams))),
+        DeviceKind::Can(Can {
+            link: CanLink::Slcan { bitrate, .. },
+            streams,
+            ..
+        }) => Some(Box::new(SlcanProtocol::new(*bitrate, streams))),
+        DeviceKind::Can(Can {
+            link: CanLink::SocketCan { .. },
+            ..
+        })
+        | DeviceKind::Modbus(_) => None,
     }
 }
 
 /// Opens the device's byte stream, once per attempt.
 pub type Opener =
-    Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Result<BoxedStream, String>> + Send>> + Send>;
+    Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Result<BoxedStream, OpenError>> + Send>> + Send>;
 
 /// Opens a configured transport (serial port or TCP serial server).
-pub fn transport_opener(device: &Device) -> Opener {
-    let spec = device.transport.clone();
+pub fn transport_opener(spec: &TransportSpec) -> Opener {
+    let spec = spec.clone();
     Box::new(move || {
         let spec = spec.clone();
-        Box::pin(async move { transport::open(&spec).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { Ok(transport::open(&spec).await?) })
     })
 }
 
@@ -70,6 +78,20 @@ impl BytesDriver {
             buf: vec![0u8; 8192],
         }
     }
+
+    /// The driver of a device reached through a configured transport.
+    pub fn over(
+        transport: &TransportSpec,
+        decoder: Box<dyn Decoder>,
+        idle_timeout: Option<Duration>,
+    ) -> BytesDriver {
+        BytesDriver::new(
+            transport.describe(),
+            transport_opener(transport),
+            decoder,
+            idle_timeout,
+        )
+    }
 }
 
 /// Writes and flushes within [`WRITE_TIMEOUT`].
@@ -98,12 +120,12 @@ impl Driver for BytesDriver {
         self.describe.clone()
     }
 
-    async fn open(&mut self) -> Result<BoxedStream, String> {
+    async fn open(&mut self) -> Result<BoxedStream, OpenError> {
         let mut io = (self.open)().await?;
         self.decoder.reset();
         let setup = self.decoder.setup();
         if !setup.is_empty() && send(&mut io, &setup).await.is_err() {
-            return Err("could not send the device's setup".into());
+            return Err(OpenError::Setup);
         }
         self.last_byte = Instant::now();
         Ok(io)

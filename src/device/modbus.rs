@@ -4,14 +4,15 @@
 //! health: one that stops answering is marked disconnected and retried with backoff while
 //! the others keep being polled.
 
-use super::runner::{Driver, Ended, Written};
+use super::runner::{Driver, Ended, OpenError, Written};
 use super::{DeviceWrite, WriteError};
 use crate::backoff::Backoff;
-use crate::config::{Device, ProtocolSpec, StreamSelect, TransportSpec};
 use crate::diagnostics::DeviceDiag;
 use crate::messages::Time;
+use crate::protocols::modbus::Modbus;
 use crate::protocols::modbus::{plan, Answer, ReadRequest, RegisterKind, SampleMap, WriteOp};
 use crate::protocols::Output;
+use crate::spec::TransportSpec;
 use crate::transport;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,42 +102,31 @@ fn classify<T>(
 impl ModbusDriver {
     /// Builds the driver; `diag` is the port's entry, `unit_diag` makes each unit's.
     pub fn new(
-        device: &Device,
+        name: &str,
+        bus: &Modbus,
         diag: Arc<DeviceDiag>,
         mut unit_diag: impl FnMut(u8) -> Arc<DeviceDiag>,
     ) -> ModbusDriver {
-        let timeout = match device.protocol {
-            ProtocolSpec::Modbus { timeout } => timeout,
-            _ => Duration::from_millis(200),
-        };
         let now = Instant::now();
         let mut polls = Vec::new();
         let mut unit_ids = Vec::new();
-        for (i, s) in device.streams.iter().enumerate() {
-            if let StreamSelect::Modbus {
-                poll_interval,
-                registers,
-                fields,
-            } = &s.select
-            {
-                unit_ids.extend(registers.iter().map(|r| r.unit));
-                polls.push(Poll {
-                    stream: i,
-                    interval: *poll_interval,
-                    next: now,
-                    plan: plan(registers),
-                    map: SampleMap {
-                        msg_type: s.msg_type,
-                        registers: registers.clone(),
-                        fields: fields.clone(),
-                    },
-                });
-            }
+        for (i, s) in bus.streams.iter().enumerate() {
+            let poll = &s.select;
+            unit_ids.extend(poll.registers.iter().map(|r| r.unit));
+            polls.push(Poll {
+                stream: i,
+                interval: poll.interval,
+                next: now,
+                plan: plan(&poll.registers),
+                map: SampleMap {
+                    msg_type: s.spec.msg_type,
+                    registers: poll.registers.clone(),
+                    fields: poll.fields.clone(),
+                },
+            });
         }
-        for c in &device.commands {
-            if let crate::config::CommandRender::Modbus(ws) = &c.render {
-                unit_ids.extend(ws.iter().map(|w| w.unit));
-            }
+        for c in &bus.commands {
+            unit_ids.extend(c.render.iter().map(|w| w.unit));
         }
         unit_ids.sort_unstable();
         unit_ids.dedup();
@@ -155,9 +145,9 @@ impl ModbusDriver {
             })
             .collect();
         ModbusDriver {
-            name: device.name.clone(),
-            transport: device.transport.clone(),
-            timeout,
+            name: name.to_string(),
+            transport: bus.transport.clone(),
+            timeout: bus.timeout,
             polls,
             diag,
             units,
@@ -309,17 +299,15 @@ impl Driver for ModbusDriver {
         self.transport.describe()
     }
 
-    async fn open(&mut self) -> Result<Context, String> {
-        let io = transport::open(&self.transport)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn open(&mut self) -> Result<Context, OpenError> {
+        let io = transport::open(&self.transport).await?;
         let now = Instant::now();
         for p in &mut self.polls {
             p.next = now;
         }
         Ok(match self.transport {
             TransportSpec::Tcp(_) => tokio_modbus::client::tcp::attach(io),
-            _ => tokio_modbus::client::rtu::attach(io),
+            TransportSpec::Serial(_) => tokio_modbus::client::rtu::attach(io),
         })
     }
 

@@ -9,11 +9,30 @@ use crate::bus::BusHandle;
 use crate::diagnostics::DeviceDiag;
 use crate::protocols::Output;
 use crate::stream::StreamPublisher;
+use crate::transport::TransportError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
+
+/// Why a device could not be opened. The runner logs it once and retries with backoff.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The serial port or TCP serial server is missing or refused.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The device opened but did not take its setup bytes (e.g. an slcan adapter's `O`).
+    #[error("could not send the device's setup")]
+    Setup,
+    /// A SocketCAN interface that is missing or down.
+    #[error("{interface}: {source}")]
+    Interface {
+        interface: String,
+        source: std::io::Error,
+    },
+}
 
 /// How an open device's session ended, short of shutdown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +78,7 @@ pub trait Driver: Send {
     fn describe(&self) -> String;
 
     /// Opens the device and sends whatever setup it needs.
-    fn open(&mut self) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+    fn open(&mut self) -> impl Future<Output = Result<Self::Conn, OpenError>> + Send;
 
     /// Waits for the device's next event. Must be cancel-safe: the runner drops this future
     /// when a write, a flush or shutdown comes first, and asks again later.
@@ -312,7 +331,10 @@ format = "kv"
                 Box::pin(async move {
                     match next {
                         Some(io) => Ok(Box::new(io) as crate::transport::BoxedStream),
-                        None => Err("/dev/null-base: no such device".to_string()),
+                        None => Err(crate::transport::TransportError::Missing {
+                            path: "/dev/null-base".into(),
+                        }
+                        .into()),
                     }
                 })
             });
@@ -324,8 +346,8 @@ format = "kv"
             );
             let (bus, published) = BusHandle::capture();
             let streams = device
-                .streams
-                .iter()
+                .streams()
+                .into_iter()
                 .map(|s| StreamPublisher::new(s, format!("robot/r1/{}", s.sensor)))
                 .collect();
             let (writer, writes) = write_channel(1);

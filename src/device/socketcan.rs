@@ -1,7 +1,7 @@
 //! The SocketCAN driver: a kernel CAN interface (`can0`, `vcan0`) through the socketcan
 //! crate, classic and CAN-FD frames, feeding the same CAN core as slcan adapters.
 
-use super::runner::{Driver, Ended, Written};
+use super::runner::{Driver, Ended, OpenError, Written};
 use super::{DeviceWrite, WriteError};
 use crate::messages::Time;
 use crate::protocols::can::{CanCore, CanFrame};
@@ -75,8 +75,11 @@ impl Driver for SocketCanDriver {
         format!("socketcan:{}", self.interface)
     }
 
-    async fn open(&mut self) -> Result<CanFdSocket, String> {
-        CanFdSocket::open(&self.interface).map_err(|e| format!("{}: {e}", self.interface))
+    async fn open(&mut self) -> Result<CanFdSocket, OpenError> {
+        CanFdSocket::open(&self.interface).map_err(|source| OpenError::Interface {
+            interface: self.interface.clone(),
+            source,
+        })
     }
 
     async fn next_event(&mut self, sock: &mut CanFdSocket) -> Result<CanAnyFrame, Ended> {

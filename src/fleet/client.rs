@@ -39,7 +39,7 @@ pub enum FleetError {
     Config(String),
     /// A broker URL that does not parse (the message never repeats a password in it).
     #[error("invalid broker URL: {0}")]
-    BadUrl(String),
+    BadUrl(#[from] crate::bus::BrokerUrlError),
     #[error("`{0}` is not a valid MQTT topic filter")]
     BadFilter(String),
     #[error("no ack from {robot}/{actuator} within {ms} ms")]
@@ -68,7 +68,7 @@ impl FleetOptions {
     /// Defaults for `url` (anonymous, no TLS, prefix `robot`). The URL is often typed by a
     /// user, so a bad one is [`FleetError::BadUrl`], not a panic.
     pub fn new(url: &str) -> Result<FleetOptions, FleetError> {
-        crate::bus::BrokerUrl::parse(url).map_err(FleetError::BadUrl)?;
+        crate::bus::BrokerUrl::parse(url)?;
         let mut settings = Settings::default();
         settings.mqtt.url = url.to_string();
         FleetOptions::from_settings(&settings)
@@ -395,7 +395,9 @@ mod tests {
             "mqtt://h:1883/path",
         ] {
             match FleetOptions::new(url) {
-                Err(FleetError::BadUrl(why)) => assert!(why.contains('`'), "{url}: {why}"),
+                Err(FleetError::BadUrl(why)) => {
+                    assert!(why.to_string().contains('`'), "{url}: {why}")
+                }
                 other => panic!("{url}: expected BadUrl, got {:?}", other.map(|o| o.bus.url)),
             }
         }

@@ -1,17 +1,24 @@
-//! Sans-IO protocol cores: bytes from a device in, samples and counted errors out; commands
-//! in, bytes out. No I/O and no clocks here, so every core is tested with byte fixtures.
+//! One folder per protocol, each holding its robot-file keys (`config`), their validation
+//! into a closed runtime type (`validate`), its sans-IO core and its simulator. A core takes
+//! bytes from a device and gives samples and counted errors; commands in, bytes out. No I/O
+//! and no clocks in a core, so every one is tested with byte fixtures.
 
 pub mod can;
-pub mod dbc;
 pub mod framing;
 pub mod lines;
 pub mod modbus;
 pub mod nmea;
-pub mod slcan;
-pub mod template;
 
 use crate::messages::{Message, Time};
 use thiserror::Error;
+
+/// A write a simulated device received (a rendered command), reported to whoever runs the
+/// simulator so it can show it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub device: String,
+    pub line: String,
+}
 
 /// What a protocol core makes of the bytes it is fed.
 #[derive(Debug, Clone, PartialEq)]

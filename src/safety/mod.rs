@@ -5,9 +5,9 @@
 
 pub mod decode;
 
-use crate::config::robot::OutOfRange;
 use crate::config::CommandSpec;
 use crate::messages::{Message, Scalar, Time};
+use crate::spec::OutOfRange;
 pub use decode::{decode_command, DecodedCommand};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -224,7 +224,7 @@ mod tests {
     use super::*;
     use crate::config::{CommandRender, Limit};
     use crate::messages::MessageType;
-    use crate::protocols::template::Template;
+    use crate::protocols::lines::Template;
 
     fn spec(out_of_range: OutOfRange) -> CommandSpec {
         CommandSpec {

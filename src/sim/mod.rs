@@ -1,13 +1,15 @@
 //! `botbus sim`: simulated devices for a robot file, on pseudo-terminals (or TCP ports for
 //! `tcp` devices), so the daemon, the demo and the tests run without hardware.
 
-pub mod lines_sim;
-pub mod modbus_sim;
-pub mod nmea_sim;
 pub mod pty;
-pub mod slcan_sim;
 
-use crate::config::{Device, ProtocolSpec, Robot, TransportSpec};
+use crate::config::{Device, DeviceKind, Robot};
+use crate::protocols::can::{self, Can, CanLink};
+use crate::protocols::lines::{self, Lines};
+use crate::protocols::modbus::{self, Modbus};
+use crate::protocols::nmea;
+pub use crate::protocols::Received;
+use crate::spec::TransportSpec;
 use pty::Pty;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -38,13 +40,6 @@ pub struct SimDevice {
     pub linked: Option<PathBuf>,
 }
 
-/// A line a simulated device received (a rendered command).
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub device: String,
-    pub line: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     /// Symlink each serial path of the robot file to its pty, when that path is free (or a
@@ -65,15 +60,44 @@ impl Default for SimOptions {
     }
 }
 
+/// A device that prints text: a GPS receiver or a microcontroller.
+#[derive(Debug, Clone)]
+enum TextSim {
+    Nmea,
+    Lines(Lines),
+}
+
+/// What the simulator runs for one device: each protocol folder's simulator.
+#[derive(Debug, Clone)]
+enum Sim {
+    Text(TextSim),
+    Modbus(Modbus),
+    Slcan(Can),
+}
+
+/// The simulator of a device and the transport it answers on; `None` for a SocketCAN
+/// bus, which the kernel's `vcan` simulates, not botbus.
+fn sim_for(device: &Device) -> Option<(Sim, &TransportSpec)> {
+    match &device.kind {
+        DeviceKind::Nmea(d) => Some((Sim::Text(TextSim::Nmea), &d.transport)),
+        DeviceKind::Lines(d) => Some((Sim::Text(TextSim::Lines(d.clone())), &d.transport)),
+        DeviceKind::Modbus(d) => Some((Sim::Modbus(d.clone()), &d.transport)),
+        DeviceKind::Can(
+            c @ Can {
+                link: CanLink::Slcan { transport, .. },
+                ..
+            },
+        ) => Some((Sim::Slcan(c.clone()), transport)),
+        DeviceKind::Can(Can {
+            link: CanLink::SocketCan { .. },
+            ..
+        }) => None,
+    }
+}
+
 /// Whether this build can simulate the device.
 pub fn supports(device: &Device) -> bool {
-    matches!(
-        device.protocol,
-        ProtocolSpec::Nmea
-            | ProtocolSpec::Lines { .. }
-            | ProtocolSpec::Modbus { .. }
-            | ProtocolSpec::Slcan { .. }
-    )
+    sim_for(device).is_some()
 }
 
 fn link(pty: &Path, wanted: &Path) -> Option<PathBuf> {
@@ -107,10 +131,13 @@ pub async fn start(
 ) -> Result<Vec<SimDevice>, SimError> {
     let mut out = Vec::new();
     let t0 = Instant::now();
-    for device in robot.devices.iter().filter(|d| supports(d)) {
-        let protocol = device.protocol.name();
-        match &device.transport {
-            TransportSpec::SocketCan(_) => {}
+    for device in &robot.devices {
+        let Some((sim, transport)) = sim_for(device) else {
+            continue;
+        };
+        let protocol = device.protocol();
+        let name = device.name.clone();
+        match transport {
             TransportSpec::Serial(s) => {
                 let pty = Pty::open().map_err(SimError::Pty)?;
                 let endpoint = pty.path().display().to_string();
@@ -119,35 +146,29 @@ pub async fn start(
                 } else {
                     None
                 };
-                if let ProtocolSpec::Modbus { .. } = device.protocol {
-                    tokio::spawn(serve_modbus(
-                        pty,
-                        device.clone(),
-                        t0,
-                        received.clone(),
-                        stop.clone(),
-                    ));
-                } else if let ProtocolSpec::Slcan { .. } = device.protocol {
-                    tokio::spawn(serve_slcan(
-                        pty,
-                        device.clone(),
-                        opts.clone(),
-                        t0,
-                        received.clone(),
-                        stop.clone(),
-                    ));
-                } else {
-                    tokio::spawn(serve(
-                        pty,
-                        device.clone(),
-                        opts.clone(),
-                        t0,
-                        received.clone(),
-                        stop.clone(),
-                    ));
+                let (rx, stop) = (received.clone(), stop.clone());
+                match sim {
+                    Sim::Modbus(bus) => {
+                        tokio::spawn(serve_modbus(pty, name.clone(), bus, t0, rx, stop));
+                    }
+                    Sim::Slcan(can) => {
+                        let sim = can::sim::SlcanSim::new(&can);
+                        tokio::spawn(serve_slcan(
+                            pty,
+                            name.clone(),
+                            sim,
+                            opts.clone(),
+                            t0,
+                            rx,
+                            stop,
+                        ));
+                    }
+                    Sim::Text(text) => {
+                        tokio::spawn(serve(pty, name.clone(), text, opts.clone(), t0, rx, stop));
+                    }
                 }
                 out.push(SimDevice {
-                    name: device.name.clone(),
+                    name,
                     protocol,
                     endpoint,
                     linked,
@@ -158,29 +179,40 @@ pub async fn start(
                     tokio::net::TcpListener::bind(addr.as_str())
                         .await
                         .map_err(|source| SimError::Listen {
-                            device: device.name.clone(),
+                            device: name.clone(),
                             addr: addr.clone(),
                             source,
                         })?;
-                let (device_c, opts_c, rx_c, mut stop_c) =
-                    (device.clone(), opts.clone(), received.clone(), stop.clone());
-                let modbus = matches!(device.protocol, ProtocolSpec::Modbus { .. })
-                    .then(|| start_modbus_sim(device, t0, received.clone(), stop.clone()));
+                let (opts_c, rx_c, mut stop_c) = (opts.clone(), received.clone(), stop.clone());
+                // One Modbus bus serves every connection; byte devices get one each.
+                let modbus = match &sim {
+                    Sim::Modbus(bus) => Some(start_modbus_sim(
+                        &name,
+                        bus,
+                        t0,
+                        received.clone(),
+                        stop.clone(),
+                    )),
+                    Sim::Slcan(_) | Sim::Text(_) => None,
+                };
+                let name_c = name.clone();
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
                             r = listener.accept() => if let Ok((sock, _)) = r {
-                                match &modbus {
-                                    Some(sim) => {
-                                        let sim = sim.clone();
-                                        tokio::spawn(async move { let _ = sim.serve_tcp(sock).await; });
+                                match (&sim, &modbus) {
+                                    (_, Some(bus)) => {
+                                        let bus = bus.clone();
+                                        tokio::spawn(async move { let _ = bus.serve_tcp(sock).await; });
                                     }
-                                    None if matches!(device_c.protocol, ProtocolSpec::Slcan { .. }) => {
-                                        tokio::spawn(serve_slcan(sock, device_c.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
+                                    (Sim::Slcan(can), None) => {
+                                        let sim = can::sim::SlcanSim::new(can);
+                                        tokio::spawn(serve_slcan(sock, name_c.clone(), sim, opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
                                     }
-                                    None => {
-                                        tokio::spawn(serve(sock, device_c.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
+                                    (Sim::Text(text), None) => {
+                                        tokio::spawn(serve(sock, name_c.clone(), text.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
                                     }
+                                    (Sim::Modbus(_), None) => {}
                                 }
                             },
                             _ = stop_c.changed() => return,
@@ -188,7 +220,7 @@ pub async fn start(
                     }
                 });
                 out.push(SimDevice {
-                    name: device.name.clone(),
+                    name,
                     protocol,
                     endpoint: format!("tcp://{addr}"),
                     linked: None,
@@ -202,9 +234,8 @@ pub async fn start(
 /// Rewrites the robot's serial paths to the simulator's ptys (the demo's in-memory wiring).
 pub fn rewire(robot: &mut Robot, sims: &[SimDevice]) {
     for d in &mut robot.devices {
-        if let (TransportSpec::Serial(s), Some(sim)) =
-            (&mut d.transport, sims.iter().find(|s| s.name == d.name))
-        {
+        let sim = sims.iter().find(|s| s.name == d.name);
+        if let (Some(TransportSpec::Serial(s)), Some(sim)) = (d.transport_mut(), sim) {
             if !sim.endpoint.starts_with("tcp://") {
                 s.path = PathBuf::from(&sim.endpoint);
             }
@@ -214,12 +245,13 @@ pub fn rewire(robot: &mut Robot, sims: &[SimDevice]) {
 
 /// Creates a Modbus simulation and the task that advances it at 10 Hz.
 fn start_modbus_sim(
-    device: &Device,
+    name: &str,
+    bus: &Modbus,
     t0: Instant,
     received: mpsc::Sender<Received>,
     mut stop: watch::Receiver<bool>,
-) -> std::sync::Arc<modbus_sim::ModbusSim> {
-    let sim = modbus_sim::ModbusSim::new(device, received);
+) -> std::sync::Arc<modbus::sim::ModbusSim> {
+    let sim = modbus::sim::ModbusSim::new(name, bus, received);
     let ticking = sim.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -235,16 +267,17 @@ fn start_modbus_sim(
 
 async fn serve_modbus(
     pty: Pty,
-    device: Device,
+    name: String,
+    bus: Modbus,
     t0: Instant,
     received: mpsc::Sender<Received>,
     stop: watch::Receiver<bool>,
 ) {
-    let sim = start_modbus_sim(&device, t0, received, stop.clone());
+    let sim = start_modbus_sim(&name, &bus, t0, received, stop.clone());
     let mut stop = stop;
     tokio::select! {
         r = sim.serve_rtu(pty) => if let Err(e) = r {
-            tracing::warn!(device = %device.name, "Modbus simulator stopped: {e}");
+            tracing::warn!(device = %name, "Modbus simulator stopped: {e}");
         },
         _ = stop.changed() => {}
     }
@@ -252,14 +285,14 @@ async fn serve_modbus(
 
 async fn serve_slcan<S: AsyncRead + AsyncWrite + Send + 'static>(
     io: S,
-    device: Device,
+    name: String,
+    mut sim: can::sim::SlcanSim,
     opts: SimOptions,
     t0: Instant,
     received: mpsc::Sender<Received>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut sim = slcan_sim::SlcanSim::new(&device);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.lines_hz.max(0.1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut buf = [0u8; 1024];
@@ -271,7 +304,7 @@ async fn serve_slcan<S: AsyncRead + AsyncWrite + Send + 'static>(
                 Ok(n) => {
                     let (replies, seen) = sim.receive(&buf[..n]);
                     for line in seen {
-                        let _ = received.send(Received { device: device.name.clone(), line }).await;
+                        let _ = received.send(Received { device: name.clone(), line }).await;
                     }
                     replies
                 }
@@ -291,14 +324,14 @@ async fn serve_slcan<S: AsyncRead + AsyncWrite + Send + 'static>(
 
 async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
     io: S,
-    device: Device,
+    name: String,
+    text: TextSim,
     opts: SimOptions,
     t0: Instant,
     received: mpsc::Sender<Received>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (rd, mut wr) = tokio::io::split(io);
-    let name = device.name.clone();
     let mut reader = tokio::spawn(async move {
         let mut lines = BufReader::new(rd).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -313,9 +346,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
         }
     });
-    let hz = match device.protocol {
-        ProtocolSpec::Nmea => opts.nmea_hz,
-        _ => opts.lines_hz,
+    let hz = match text {
+        TextSim::Nmea => opts.nmea_hz,
+        TextSim::Lines(_) => opts.lines_hz,
     };
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / hz.max(0.1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -326,13 +359,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             _ = &mut reader => break,
         }
         let t = t0.elapsed().as_secs_f64();
-        let text = match device.protocol {
-            ProtocolSpec::Nmea => nmea_sim::epoch(t, SystemTime::now()),
-            _ => lines_sim::lines(&device, t),
+        let out = match &text {
+            TextSim::Nmea => nmea::sim::epoch(t, SystemTime::now()),
+            TextSim::Lines(device) => lines::sim::lines(device, t),
         };
         // A real device does not wait for a reader: if nobody drains the port, data is lost.
-        match tokio::time::timeout(Duration::from_millis(200), wr.write_all(text.as_bytes())).await
-        {
+        match tokio::time::timeout(Duration::from_millis(200), wr.write_all(out.as_bytes())).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => break,
             Err(_) => continue,

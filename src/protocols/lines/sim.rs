@@ -1,8 +1,7 @@
 //! A microcontroller that prints one line per stream of its robot-file device, in the
 //! device's format, with plausible values for battery, IMU and other fields.
 
-use crate::config::robot::LineFormat;
-use crate::config::{Device, ProtocolSpec, StreamSelect};
+use super::validate::{LineFormat, LineSelect, Lines};
 use crate::messages::{FieldKind, MessageType};
 
 /// A plausible value for a field at time `t`, by what its path says it is.
@@ -50,10 +49,8 @@ pub fn value_for(path: &str, kind: FieldKind, t: f64) -> String {
 }
 
 /// The line keys a stream reads, with the value to print for each.
-fn stream_values(msg_type: MessageType, select: &StreamSelect, t: f64) -> Vec<(String, String)> {
-    let StreamSelect::Lines { when, fields } = select else {
-        return Vec::new();
-    };
+fn stream_values(msg_type: MessageType, select: &LineSelect, t: f64) -> Vec<(String, String)> {
+    let LineSelect { when, fields } = select;
     let mut out: Vec<(String, String)> = when.clone();
     if fields.is_empty() {
         out.push(("value".into(), format!("{:.3}", (t * 0.5).sin())));
@@ -89,25 +86,17 @@ fn json_insert(obj: &mut serde_json::Map<String, serde_json::Value>, key: &str, 
 }
 
 /// One line per stream of `device` at time `t`.
-pub fn lines(device: &Device, t: f64) -> String {
-    let ProtocolSpec::Lines {
-        format,
-        columns,
-        delimiter,
-    } = &device.protocol
-    else {
-        return String::new();
-    };
+pub fn lines(device: &Lines, t: f64) -> String {
     let mut out = String::new();
     for s in &device.streams {
-        let values = stream_values(s.msg_type, &s.select, t);
-        let line = match format {
+        let values = stream_values(s.spec.msg_type, &s.select, t);
+        let line = match &device.format {
             LineFormat::Kv => values
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            LineFormat::Csv => columns
+            LineFormat::Csv { columns, delimiter } => columns
                 .iter()
                 .map(|c| {
                     values

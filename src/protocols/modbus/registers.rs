@@ -2,7 +2,7 @@
 //! read requests as possible, the decoding of words and bits into physical values, and the
 //! encoding of command values into register writes. The wire protocol is tokio-modbus's.
 
-pub use crate::config::robot::{RegisterFormat, RegisterKind, WordOrder};
+use super::config::{RegisterFormat, RegisterKind, WordOrder};
 use crate::messages::{Message, MessageType, Scalar};
 use std::collections::BTreeMap;
 

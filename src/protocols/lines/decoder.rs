@@ -2,11 +2,11 @@
 //! `json` (one object per line). `when` selects lines, `fields` maps keys onto message fields,
 //! and values are converted to the declared type so numbers stay numbers.
 
-use super::framing::LineFramer;
-use super::{Decoder, Output};
-use crate::config::robot::LineFormat;
-use crate::config::{ProtocolSpec, StreamSelect, StreamSpec};
+use super::validate::{LineFormat, LineSelect};
 use crate::messages::{Message, MessageType, Scalar, Time};
+use crate::protocols::framing::LineFramer;
+use crate::protocols::{Decoder, Output};
+use crate::spec::Stream;
 use thiserror::Error;
 
 pub const MAX_LINE: usize = 4096;
@@ -65,41 +65,23 @@ struct Binding {
 pub struct LinesDecoder {
     framer: LineFramer,
     format: LineFormat,
-    columns: Vec<String>,
-    delimiter: char,
     streams: Vec<Binding>,
 }
 
 impl LinesDecoder {
-    pub fn new(protocol: &ProtocolSpec, streams: &[StreamSpec]) -> LinesDecoder {
-        let (format, columns, delimiter) = match protocol {
-            ProtocolSpec::Lines {
-                format,
-                columns,
-                delimiter,
-            } => (*format, columns.clone(), *delimiter),
-            _ => (LineFormat::Kv, Vec::new(), ','),
-        };
+    pub fn new(format: &LineFormat, streams: &[Stream<LineSelect>]) -> LinesDecoder {
         let streams = streams
             .iter()
-            .map(|s| {
-                let (when, fields) = match &s.select {
-                    StreamSelect::Lines { when, fields } => (when.clone(), fields.clone()),
-                    _ => (Vec::new(), Vec::new()),
-                };
-                Binding {
-                    sensor: s.sensor.clone(),
-                    msg_type: s.msg_type,
-                    when,
-                    fields,
-                }
+            .map(|s| Binding {
+                sensor: s.spec.sensor.clone(),
+                msg_type: s.spec.msg_type,
+                when: s.select.when.clone(),
+                fields: s.select.fields.clone(),
             })
             .collect();
         LinesDecoder {
             framer: LineFramer::new(MAX_LINE),
-            format,
-            columns,
-            delimiter,
+            format: format.clone(),
             streams,
         }
     }
@@ -253,9 +235,9 @@ impl LinesDecoder {
         if text.is_empty() {
             return;
         }
-        let parsed = match self.format {
+        let parsed = match &self.format {
             LineFormat::Kv => parse_kv(text).map(|p| on_pairs(&self.streams, &p, stamp, out)),
-            LineFormat::Csv => parse_csv(text, &self.columns, self.delimiter)
+            LineFormat::Csv { columns, delimiter } => parse_csv(text, columns, *delimiter)
                 .map(|p| on_pairs(&self.streams, &p, stamp, out)),
             LineFormat::Json => parse_json(text).map(|owned| {
                 let pairs: Vec<(&str, Val<'_>)> = owned
@@ -297,15 +279,17 @@ mod tests {
         t: MessageType,
         when: &[(&str, &str)],
         fields: &[(&str, &str)],
-    ) -> StreamSpec {
-        StreamSpec {
-            sensor: sensor.into(),
-            msg_type: t,
-            qos: 0,
-            retain: false,
-            min_interval: None,
-            frame_id: "base".into(),
-            select: StreamSelect::Lines {
+    ) -> Stream<LineSelect> {
+        Stream {
+            spec: crate::spec::StreamSpec {
+                sensor: sensor.into(),
+                msg_type: t,
+                qos: 0,
+                retain: false,
+                min_interval: None,
+                frame_id: "base".into(),
+            },
+            select: LineSelect {
                 when: when
                     .iter()
                     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -318,15 +302,11 @@ mod tests {
         }
     }
 
-    fn kv() -> ProtocolSpec {
-        ProtocolSpec::Lines {
-            format: LineFormat::Kv,
-            columns: vec![],
-            delimiter: ',',
-        }
+    fn kv() -> LineFormat {
+        LineFormat::Kv
     }
 
-    fn run(p: &ProtocolSpec, streams: &[StreamSpec], input: &[u8]) -> Vec<Output> {
+    fn run(p: &LineFormat, streams: &[Stream<LineSelect>], input: &[u8]) -> Vec<Output> {
         let mut d = LinesDecoder::new(p, streams);
         let mut out = Vec::new();
         d.feed(input, Time::default(), &mut out);
@@ -353,7 +333,7 @@ mod tests {
             .collect()
     }
 
-    fn battery_and_imu() -> Vec<StreamSpec> {
+    fn battery_and_imu() -> Vec<Stream<LineSelect>> {
         vec![
             stream(
                 "battery",
@@ -427,8 +407,7 @@ mod tests {
 
     #[test]
     fn csv_columns_name_the_values() {
-        let p = ProtocolSpec::Lines {
-            format: LineFormat::Csv,
+        let p = LineFormat::Csv {
             columns: vec!["tag".into(), "v".into(), "i".into()],
             delimiter: ',',
         };
@@ -449,11 +428,7 @@ mod tests {
 
     #[test]
     fn json_lines_keep_types_and_flatten_nested_objects() {
-        let p = ProtocolSpec::Lines {
-            format: LineFormat::Json,
-            columns: vec![],
-            delimiter: ',',
-        };
+        let p = LineFormat::Json;
         let streams = vec![
             stream("odom", MessageType::Map, &[("type", "odom")], &[]),
             stream(
@@ -501,7 +476,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            for p in [kv(), ProtocolSpec::Lines { format: LineFormat::Json, columns: vec![], delimiter: ',' }] {
+            for p in [kv(), LineFormat::Json] {
                 let _ = run(&p, &battery_and_imu(), &data);
             }
         }

@@ -3,7 +3,7 @@
 //! millisecond timestamp, transmit encoding, the adapter's BEL error replies, and resync on
 //! garbage.
 
-use super::can::CanFrame;
+use crate::protocols::can::CanFrame;
 use std::fmt::Write;
 use thiserror::Error;
 

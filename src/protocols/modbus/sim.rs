@@ -3,10 +3,10 @@
 //! current and temperature follow the speed. Units the file does not name stay silent, and
 //! an address no stream or command names answers with an "illegal data address" exception.
 
-use super::Received;
-use crate::config::{CommandRender, Device, StreamSelect};
+use super::validate::Modbus;
 use crate::messages::Scalar;
 use crate::protocols::modbus::{encode_write, Register, RegisterKind, RegisterWrite, WriteOp};
+use crate::protocols::Received;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,24 +50,23 @@ fn physical(name: &str, t: f64, speed: f64) -> f64 {
 }
 
 impl ModbusSim {
-    pub fn new(device: &Device, received: mpsc::Sender<Received>) -> Arc<ModbusSim> {
-        let mut registers = Vec::new();
-        for s in &device.streams {
-            if let StreamSelect::Modbus { registers: r, .. } = &s.select {
-                registers.extend(r.iter().cloned());
-            }
-        }
-        let mut writes = Vec::new();
-        for c in &device.commands {
-            if let CommandRender::Modbus(w) = &c.render {
-                writes.extend(w.iter().cloned());
-            }
-        }
+    /// A bus for the device named `name`, answering for what `device` reads and writes.
+    pub fn new(name: &str, device: &Modbus, received: mpsc::Sender<Received>) -> Arc<ModbusSim> {
+        let registers = device
+            .streams
+            .iter()
+            .flat_map(|s| s.select.registers.iter().cloned())
+            .collect();
+        let writes = device
+            .commands
+            .iter()
+            .flat_map(|c| c.render.iter().cloned())
+            .collect();
         let sim = Arc::new(ModbusSim {
             bank: Mutex::new(Bank::default()),
             registers,
             writes,
-            device: device.name.clone(),
+            device: name.to_string(),
             received,
         });
         sim.tick(0.0);

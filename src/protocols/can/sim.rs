@@ -2,10 +2,10 @@
 //! robot file's CAN streams (DBC messages with plausible signal values, raw ids with
 //! counting data) and reports every frame it receives, decoded when the DBC knows it.
 
-use crate::config::{CommandRender, Device, StreamSelect};
+use super::validate::{Can, CanSelect, CanWrite};
+use crate::protocols::can::dbc::{self, MessageDef, Mux};
+use crate::protocols::can::slcan::{self, SlcanDecoder, SlcanEvent};
 use crate::protocols::can::CanFrame;
-use crate::protocols::dbc::{self, MessageDef, Mux};
-use crate::protocols::slcan::{self, SlcanDecoder, SlcanEvent};
 use std::sync::Arc;
 
 /// What the adapter sends and knows.
@@ -19,23 +19,22 @@ pub struct SlcanSim {
 }
 
 impl SlcanSim {
-    pub fn new(device: &Device) -> SlcanSim {
+    pub fn new(device: &Can) -> SlcanSim {
         let mut messages = Vec::new();
         let mut raw_ids = Vec::new();
         for s in &device.streams {
             match &s.select {
-                StreamSelect::CanMessage { message } => messages.push(message.clone()),
-                StreamSelect::CanRaw { ids: Some(ids) } => raw_ids.extend(ids.iter().copied()),
-                StreamSelect::CanRaw { ids: None } => raw_ids.push(0x7E8),
-                _ => {}
+                CanSelect::Message(message) => messages.push(message.clone()),
+                CanSelect::Raw(Some(ids)) => raw_ids.extend(ids.iter().copied()),
+                CanSelect::Raw(None) => raw_ids.push(0x7E8),
             }
         }
         let known = device
             .commands
             .iter()
             .filter_map(|c| match &c.render {
-                CommandRender::Can { message, .. } => Some(message.clone()),
-                _ => None,
+                CanWrite::Message { message, .. } => Some(message.clone()),
+                CanWrite::Raw { .. } => None,
             })
             .chain(messages.iter().cloned())
             .collect();
@@ -169,9 +168,10 @@ fn plausible(s: &dbc::SignalDef, t: f64, i: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Robot;
+    use crate::protocols::can::validate;
+    use crate::spec::Checker;
 
-    fn device() -> Device {
+    fn device() -> Can {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(
             concat!(
@@ -181,29 +181,32 @@ mod tests {
             dir.path().join("body.dbc"),
         )
         .unwrap();
-        let robot = Robot::from_str(
-            r#"
-id = "r"
-[[devices]]
+        let mut table: toml::Table = r#"
 name = "can"
-protocol = "slcan"
 serial = { path = "/tmp/x" }
 bitrate = 500000
 dbc = "body.dbc"
-  [[devices.streams]]
+  [[streams]]
   sensor = "body"
   can_message = "BODY_DATA"
-  [[devices.commands]]
+  [[commands]]
   actuator = "torque"
   type = "map"
   can_message = "TORQUE_CMD"
   signals = { TORQUE_L = "left", TORQUE_R = "right" }
   safe = { left = 0, right = 0 }
-"#,
-            &dir.path().join("r.toml"),
-        )
+"#
+        .parse()
         .unwrap();
-        robot.devices[0].clone()
+        let mut items = |key: &str| match table.remove(key) {
+            Some(toml::Value::Array(a)) => a,
+            _ => panic!("no {key}"),
+        };
+        let (streams, commands) = (items("streams"), items("commands"));
+        let mut ck = Checker::new(dir.path().to_path_buf());
+        let (_, can) = validate::device(&mut ck, table.into(), streams, commands, "d").unwrap();
+        assert!(ck.problems.is_empty(), "{:?}", ck.problems);
+        can
     }
 
     #[test]

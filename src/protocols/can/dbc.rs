@@ -10,9 +10,17 @@ use thiserror::Error;
 pub enum DbcLoadError {
     #[error("{path}: {message}")]
     Read { path: String, message: String },
-    #[error("{path}: not a valid DBC file: {message}")]
-    Parse { path: String, message: String },
+    #[error("{path}: not a valid DBC file: {source}")]
+    Parse {
+        path: String,
+        source: DbcSyntaxError,
+    },
 }
+
+/// What can-dbc found wrong in a DBC file's text.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("{0}")]
+pub struct DbcSyntaxError(String);
 
 /// When a signal is present in a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +83,14 @@ impl Database {
         })?;
         // DBC files are often Windows-1252; keep what is ASCII and replace the rest.
         let text = String::from_utf8_lossy(&bytes);
-        Database::parse(&text).map_err(|message| DbcLoadError::Parse {
+        Database::parse(&text).map_err(|source| DbcLoadError::Parse {
             path: shown,
-            message,
+            source,
         })
     }
 
-    pub fn parse(text: &str) -> Result<Database, String> {
-        let dbc = can_dbc::Dbc::try_from(text).map_err(|e| format!("{e:?}"))?;
+    pub fn parse(text: &str) -> Result<Database, DbcSyntaxError> {
+        let dbc = can_dbc::Dbc::try_from(text).map_err(|e| DbcSyntaxError(format!("{e:?}")))?;
         let mut messages = Vec::new();
         for m in &dbc.messages {
             let (id, extended) = match m.id {

@@ -3,6 +3,26 @@
 
 use crate::messages::{Message, Scalar};
 use std::fmt::Write;
+use thiserror::Error;
+
+/// Why a template in a robot file cannot be used. The text is what `botbus check` shows.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum TemplateError {
+    #[error("unmatched `}}` at byte {at}; write `}}}}` for a literal brace")]
+    Unmatched { at: usize },
+    #[error("unclosed `{{` at byte {at}")]
+    Unclosed { at: usize },
+    #[error("empty placeholder at byte {at}")]
+    EmptyPlaceholder { at: usize },
+    #[error("must be one line; the newline is appended when writing")]
+    MultiLine,
+    #[error("bad format spec `:{spec}`; use e.g. `:.3`, `:8.2`, `:+06.1`")]
+    BadSpec { spec: String },
+    #[error("precision {precision} in `:{spec}` is more than 17 digits")]
+    Precision { precision: usize, spec: String },
+    #[error("width {width} in `:{spec}` is more than 64")]
+    Width { width: usize, spec: String },
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -26,7 +46,7 @@ struct Spec {
 
 impl Template {
     /// Parses a template; `{{` and `}}` are literal braces.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut chars = text.char_indices().peekable();
@@ -40,16 +60,10 @@ impl Template {
                     chars.next();
                     lit.push('}');
                 }
-                '}' => {
-                    return Err(format!(
-                        "unmatched `}}` at byte {i}; write `}}}}` for a literal brace"
-                    ))
-                }
+                '}' => return Err(TemplateError::Unmatched { at: i }),
                 '{' => {
                     let rest = &text[i + 1..];
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("unclosed `{{` at byte {i}"))?;
+                    let end = rest.find('}').ok_or(TemplateError::Unclosed { at: i })?;
                     let inner = &rest[..end];
                     for _ in 0..inner.chars().count() + 1 {
                         chars.next();
@@ -59,7 +73,7 @@ impl Template {
                         None => (inner.trim(), Spec::default()),
                     };
                     if path.is_empty() {
-                        return Err(format!("empty placeholder at byte {i}"));
+                        return Err(TemplateError::EmptyPlaceholder { at: i });
                     }
                     if !lit.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut lit)));
@@ -69,9 +83,7 @@ impl Template {
                         spec,
                     });
                 }
-                c if c == '\n' || c == '\r' => {
-                    return Err("must be one line; the newline is appended when writing".into())
-                }
+                c if c == '\n' || c == '\r' => return Err(TemplateError::MultiLine),
                 c => lit.push(c),
             }
         }
@@ -121,7 +133,8 @@ impl Template {
     }
 }
 
-fn parse_spec(s: &str) -> Result<Spec, String> {
+fn parse_spec(s: &str) -> Result<Spec, TemplateError> {
+    let bad = || TemplateError::BadSpec { spec: s.into() };
     let mut spec = Spec::default();
     let mut rest = s;
     if let Some(r) = rest.strip_prefix('+') {
@@ -137,21 +150,23 @@ fn parse_spec(s: &str) -> Result<Spec, String> {
         None => (rest, None),
     };
     if !w.is_empty() {
-        spec.width = w
-            .parse()
-            .map_err(|_| format!("bad format spec `:{s}`; use e.g. `:.3`, `:8.2`, `:+06.1`"))?;
+        spec.width = w.parse().map_err(|_| bad())?;
     }
     if let Some(p) = p {
-        let n: usize = p
-            .parse()
-            .map_err(|_| format!("bad format spec `:{s}`; use e.g. `:.3`, `:8.2`, `:+06.1`"))?;
+        let n: usize = p.parse().map_err(|_| bad())?;
         if n > 17 {
-            return Err(format!("precision {n} in `:{s}` is more than 17 digits"));
+            return Err(TemplateError::Precision {
+                precision: n,
+                spec: s.into(),
+            });
         }
         spec.precision = Some(n);
     }
     if spec.width > 64 {
-        return Err(format!("width {} in `:{s}` is more than 64", spec.width));
+        return Err(TemplateError::Width {
+            width: spec.width,
+            spec: s.into(),
+        });
     }
     Ok(spec)
 }
@@ -233,15 +248,25 @@ mod tests {
 
     #[test]
     fn bad_templates_are_explained() {
-        assert!(Template::parse("D {linear.x")
-            .unwrap_err()
-            .contains("unclosed"));
-        assert!(Template::parse("D }").unwrap_err().contains("unmatched"));
-        assert!(Template::parse("D {linear.x:.q}")
-            .unwrap_err()
-            .contains("bad format spec"));
-        assert!(Template::parse("D {}")
-            .unwrap_err()
-            .contains("empty placeholder"));
+        let err = |t: &str| Template::parse(t).unwrap_err().to_string();
+        assert_eq!(err("D {linear.x"), "unclosed `{` at byte 2");
+        assert_eq!(
+            err("D }"),
+            "unmatched `}` at byte 2; write `}}` for a literal brace"
+        );
+        assert_eq!(
+            err("D {linear.x:.q}"),
+            "bad format spec `:.q`; use e.g. `:.3`, `:8.2`, `:+06.1`"
+        );
+        assert_eq!(err("D {}"), "empty placeholder at byte 2");
+        assert_eq!(
+            err("D {x:.18}"),
+            "precision 18 in `:.18` is more than 17 digits"
+        );
+        assert_eq!(err("D {x:65}"), "width 65 in `:65` is more than 64");
+        assert_eq!(
+            err("D 1\nD 2"),
+            "must be one line; the newline is appended when writing"
+        );
     }
 }

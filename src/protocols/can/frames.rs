@@ -2,11 +2,12 @@
 //! DBC messages become `map` samples of physical signal values, raw streams become
 //! `can_msgs/Frame`. Also the slcan device core that frames adapter bytes.
 
-use super::dbc::{self, MessageDef};
-use super::slcan::{self, SlcanDecoder, SlcanEvent};
-use super::{Decoder, DeviceWrite, Output, ProtocolError, WriteError};
-use crate::config::{StreamSelect, StreamSpec};
+use super::validate::CanSelect;
 use crate::messages::{Frame, Header, MapMessage, Message, Time};
+use crate::protocols::can::dbc::{self, MessageDef};
+use crate::protocols::can::slcan::{self, SlcanDecoder, SlcanEvent};
+use crate::protocols::{Decoder, DeviceWrite, Output, ProtocolError, WriteError};
+use crate::spec::Stream;
 use std::sync::Arc;
 
 /// A classic CAN frame (CAN-FD frames carry up to 64 bytes).
@@ -33,13 +34,12 @@ pub struct CanCore {
 }
 
 impl CanCore {
-    pub fn new(streams: &[StreamSpec]) -> CanCore {
+    pub fn new(streams: &[Stream<CanSelect>]) -> CanCore {
         let streams = streams
             .iter()
             .map(|s| match &s.select {
-                StreamSelect::CanMessage { message } => Binding::Message(message.clone()),
-                StreamSelect::CanRaw { ids } => Binding::Raw(ids.clone()),
-                _ => Binding::Raw(Some(Vec::new())),
+                CanSelect::Message(message) => Binding::Message(message.clone()),
+                CanSelect::Raw(ids) => Binding::Raw(ids.clone()),
             })
             .collect();
         CanCore {
@@ -111,7 +111,7 @@ pub struct SlcanProtocol {
 }
 
 impl SlcanProtocol {
-    pub fn new(bitrate: u32, streams: &[StreamSpec]) -> SlcanProtocol {
+    pub fn new(bitrate: u32, streams: &[Stream<CanSelect>]) -> SlcanProtocol {
         SlcanProtocol {
             decoder: SlcanDecoder::default(),
             core: CanCore::new(streams),
@@ -173,14 +173,16 @@ mod tests {
         dbc::Database::load(std::path::Path::new(&p)).unwrap()
     }
 
-    fn stream(select: StreamSelect) -> StreamSpec {
-        StreamSpec {
-            sensor: "s".into(),
-            msg_type: crate::messages::MessageType::Map,
-            qos: 0,
-            retain: false,
-            min_interval: None,
-            frame_id: "can".into(),
+    fn stream(select: CanSelect) -> Stream<CanSelect> {
+        Stream {
+            spec: crate::spec::StreamSpec {
+                sensor: "s".into(),
+                msg_type: crate::messages::MessageType::Map,
+                qos: 0,
+                retain: false,
+                min_interval: None,
+                frame_id: "can".into(),
+            },
             select,
         }
     }
@@ -191,10 +193,8 @@ mod tests {
         let motors = Arc::new(db.message("MOTORS_DATA").unwrap().clone());
         let id = motors.id;
         let streams = vec![
-            stream(StreamSelect::CanMessage { message: motors }),
-            stream(StreamSelect::CanRaw {
-                ids: Some(vec![0x7AB]),
-            }),
+            stream(CanSelect::Message(motors)),
+            stream(CanSelect::Raw(Some(vec![0x7AB]))),
         ];
         let mut p = SlcanProtocol::new(500_000, &streams);
         assert_eq!(p.setup(), b"C\rS6\rO\r");

@@ -2,10 +2,10 @@
 //! garbage, and turns GGA/RMC into `sensor_msgs/NavSatFix` (or any sentence into a `map`).
 //! Field parsing is the `nmea` crate's; framing, checks and the ROS mapping are ours.
 
-use super::framing::LineFramer;
-use super::{Decoder, Output};
-use crate::config::{StreamSelect, StreamSpec};
 use crate::messages::{MapMessage, Message, MessageType, NavSatFix, NavSatStatus, Scalar, Time};
+use crate::protocols::framing::LineFramer;
+use crate::protocols::{Decoder, Output};
+use crate::spec::Stream;
 use nmea::sentences::FixType;
 use nmea::ParseResult;
 use thiserror::Error;
@@ -159,15 +159,12 @@ pub struct NmeaDecoder {
 }
 
 impl NmeaDecoder {
-    pub fn new(streams: &[StreamSpec]) -> NmeaDecoder {
+    pub fn new(streams: &[Stream<String>]) -> NmeaDecoder {
         let streams = streams
             .iter()
             .map(|s| Binding {
-                source: match &s.select {
-                    StreamSelect::Nmea { source } => source.clone(),
-                    _ => String::new(),
-                },
-                msg_type: s.msg_type,
+                source: s.select.clone(),
+                msg_type: s.spec.msg_type,
             })
             .collect();
         NmeaDecoder {
@@ -425,24 +422,24 @@ fn nmea_map(s: &Sentence<'_>, p: &ParseResult) -> MapMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StreamSpec;
+    use crate::spec::StreamSpec;
     use proptest::prelude::*;
 
-    fn stream(source: &str, t: MessageType) -> StreamSpec {
-        StreamSpec {
-            sensor: "gps/fix".into(),
-            msg_type: t,
-            qos: 0,
-            retain: false,
-            min_interval: None,
-            frame_id: "gps".into(),
-            select: StreamSelect::Nmea {
-                source: source.into(),
+    fn stream(source: &str, t: MessageType) -> Stream<String> {
+        Stream {
+            spec: StreamSpec {
+                sensor: "gps/fix".into(),
+                msg_type: t,
+                qos: 0,
+                retain: false,
+                min_interval: None,
+                frame_id: "gps".into(),
             },
+            select: source.into(),
         }
     }
 
-    fn run(streams: &[StreamSpec], input: &[u8]) -> Vec<Output> {
+    fn run(streams: &[Stream<String>], input: &[u8]) -> Vec<Output> {
         let mut d = NmeaDecoder::new(streams);
         let mut out = Vec::new();
         d.feed(input, Time { sec: 1, nanosec: 2 }, &mut out);

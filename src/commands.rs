@@ -172,7 +172,7 @@ fn render_spec(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Str
     match render {
         CommandRender::Template(t) => {
             let mut line = String::new();
-            t.render(msg, &mut line)?;
+            t.render(msg, &mut line).map_err(|e| e.to_string())?;
             Ok(DeviceWrite::Line(line.into_bytes()))
         }
         CommandRender::Modbus(writes) => writes
@@ -181,7 +181,7 @@ fn render_spec(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Str
                 let v = msg
                     .get_path(&w.field)
                     .ok_or_else(|| format!("`{}` has no value", w.field))?;
-                crate::protocols::modbus::encode_write(w, &v)
+                crate::protocols::modbus::encode_write(w, &v).map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()
             .map(DeviceWrite::Modbus),
@@ -209,7 +209,8 @@ fn render_spec(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Str
                     Some(v) => return Err(format!("{path} = `{v}` is not a number")),
                 }
             }
-            let data = crate::protocols::can::dbc::encode(message, &values)?;
+            let data =
+                crate::protocols::can::dbc::encode(message, &values).map_err(|e| e.to_string())?;
             Ok(DeviceWrite::Can(crate::protocols::can::CanFrame {
                 id: message.id,
                 extended: message.extended,

@@ -17,6 +17,38 @@ pub enum DbcLoadError {
     },
 }
 
+/// Why values cannot be written as a DBC message. The text is the command's ack.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum EncodeError {
+    #[error("{signal}: {value} is not finite")]
+    NotFinite { signal: String, value: f64 },
+    #[error("{signal}: {value} is outside the DBC range [{min}, {max}]")]
+    OutOfRange {
+        signal: String,
+        value: f64,
+        min: f64,
+        max: f64,
+    },
+    #[error("{signal}: {value} needs raw {raw}, beyond the signal's {bits} bits")]
+    TooWide {
+        signal: String,
+        value: f64,
+        raw: f64,
+        bits: u32,
+    },
+    #[error("{message}: no signal `{signal}`")]
+    NoSignal { message: String, signal: String },
+    #[error("{message}: signal `{signal}` does not fit the frame")]
+    OutsideFrame { message: String, signal: String },
+    #[error("{message}: signal `{signal}` belongs to multiplexor value {needs}, not {switch}")]
+    OtherMux {
+        message: String,
+        signal: String,
+        needs: u64,
+        switch: u64,
+    },
+}
+
 /// What can-dbc found wrong in a DBC file's text.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error("{0}")]
@@ -240,15 +272,20 @@ pub fn physical(s: &SignalDef, raw: u64) -> Scalar {
 }
 
 /// The raw bits for a physical value, refusing what the signal cannot hold.
-pub fn raw_for(s: &SignalDef, value: f64) -> Result<u64, String> {
+pub fn raw_for(s: &SignalDef, value: f64) -> Result<u64, EncodeError> {
     if !value.is_finite() {
-        return Err(format!("{}: {value} is not finite", s.name));
+        return Err(EncodeError::NotFinite {
+            signal: s.name.clone(),
+            value,
+        });
     }
     if (s.min != 0.0 || s.max != 0.0) && (value < s.min - 1e-9 || value > s.max + 1e-9) {
-        return Err(format!(
-            "{}: {value} is outside the DBC range [{}, {}]",
-            s.name, s.min, s.max
-        ));
+        return Err(EncodeError::OutOfRange {
+            signal: s.name.clone(),
+            value,
+            min: s.min,
+            max: s.max,
+        });
     }
     let raw = ((value - s.offset) / s.factor).round();
     let (lo, hi) = if s.signed {
@@ -260,10 +297,12 @@ pub fn raw_for(s: &SignalDef, value: f64) -> Result<u64, String> {
         (0.0, 2f64.powi(s.size as i32) - 1.0)
     };
     if raw < lo || raw > hi {
-        return Err(format!(
-            "{}: {value} needs raw {raw}, beyond the signal's {} bits",
-            s.name, s.size
-        ));
+        return Err(EncodeError::TooWide {
+            signal: s.name.clone(),
+            value,
+            raw,
+            bits: s.size,
+        });
     }
     let bits = if s.signed {
         raw as i64 as u64
@@ -302,10 +341,13 @@ pub fn decode(m: &MessageDef, data: &[u8], out: &mut Vec<(String, Scalar)>) {
 
 /// A frame's payload for `values` (signal name → physical value). Signals not given take
 /// the DBC's initial value, or 0; multiplexed signals must belong to the switch value.
-pub fn encode(m: &MessageDef, values: &[(String, f64)]) -> Result<Vec<u8>, String> {
+pub fn encode(m: &MessageDef, values: &[(String, f64)]) -> Result<Vec<u8>, EncodeError> {
     for (name, _) in values {
         if !m.signals.iter().any(|s| &s.name == name) {
-            return Err(format!("{}: no signal `{name}`", m.name));
+            return Err(EncodeError::NoSignal {
+                message: m.name.clone(),
+                signal: name.clone(),
+            });
         }
     }
     let mut data = vec![0u8; m.dlc as usize];
@@ -322,12 +364,12 @@ pub fn encode(m: &MessageDef, values: &[(String, f64)]) -> Result<Vec<u8>, Strin
         if let Mux::On(v) = s.mux {
             if Some(v) != switch_val {
                 if given(&s.name).is_some() {
-                    return Err(format!(
-                        "{}: signal `{}` belongs to multiplexor value {v}, not {}",
-                        m.name,
-                        s.name,
-                        switch_val.unwrap_or(0)
-                    ));
+                    return Err(EncodeError::OtherMux {
+                        message: m.name.clone(),
+                        signal: s.name.clone(),
+                        needs: v,
+                        switch: switch_val.unwrap_or(0),
+                    });
                 }
                 continue;
             }
@@ -346,8 +388,10 @@ pub fn encode(m: &MessageDef, values: &[(String, f64)]) -> Result<Vec<u8>, Strin
                 None => raw_for(s, 0.0).unwrap_or(0),
             },
         };
-        raw_set(&mut data, s, raw)
-            .ok_or_else(|| format!("{}: signal `{}` does not fit the frame", m.name, s.name))?;
+        raw_set(&mut data, s, raw).ok_or_else(|| EncodeError::OutsideFrame {
+            message: m.name.clone(),
+            signal: s.name.clone(),
+        })?;
     }
     Ok(data)
 }
@@ -473,7 +517,8 @@ mod tests {
             m,
             &[(switch.name.clone(), 1.0), (page0[0].to_string(), 0.0)],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("multiplexor value 0"), "{e}");
     }
 
@@ -493,13 +538,19 @@ mod tests {
             initial_raw: None,
         };
         assert_eq!(raw_for(&s, 50.0), Ok(100));
-        assert!(raw_for(&s, 101.0).unwrap_err().contains("DBC range"));
+        assert_eq!(
+            raw_for(&s, 101.0).unwrap_err().to_string(),
+            "x: 101 is outside the DBC range [0, 100]"
+        );
         let open = SignalDef {
             min: 0.0,
             max: 0.0,
             ..s.clone()
         };
-        assert!(raw_for(&open, 200.0).unwrap_err().contains("8 bits"));
+        assert_eq!(
+            raw_for(&open, 200.0).unwrap_err().to_string(),
+            "x: 200 needs raw 400, beyond the signal's 8 bits"
+        );
     }
 
     fn arb_signal() -> impl Strategy<Value = (SignalDef, u64)> {

@@ -24,6 +24,16 @@ pub enum TemplateError {
     Width { width: usize, spec: String },
 }
 
+/// Why a command cannot be written through its template. The text is the command's ack.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RenderError {
+    #[error("template field `{path}` has no value")]
+    NoValue { path: String },
+    /// A newline in a value would become a second command on the wire.
+    #[error("`{path}` contains a control character")]
+    ControlCharacter { path: String },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     source: String,
@@ -110,18 +120,18 @@ impl Template {
     }
 
     /// Renders `msg` and appends `\n`. Bools render as `1`/`0`, which microcontrollers parse.
-    pub fn render(&self, msg: &Message, out: &mut String) -> Result<(), String> {
+    pub fn render(&self, msg: &Message, out: &mut String) -> Result<(), RenderError> {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Field { path, spec } => {
                     let v = msg
                         .get_path(path)
-                        .ok_or_else(|| format!("template field `{path}` has no value"))?;
+                        .ok_or_else(|| RenderError::NoValue { path: path.clone() })?;
                     // A newline in a value would become a second command on the wire.
                     if let Scalar::Str(text) = &v {
                         if text.chars().any(char::is_control) {
-                            return Err(format!("`{path}` contains a control character"));
+                            return Err(RenderError::ControlCharacter { path: path.clone() });
                         }
                     }
                     format_scalar(&v, *spec, out);
@@ -240,10 +250,10 @@ mod tests {
         m.set_path("data", &Scalar::Str("hi\nD 9 9".into()))
             .unwrap();
         let mut s = String::new();
-        assert!(t
-            .render(&m, &mut s)
-            .unwrap_err()
-            .contains("control character"));
+        assert_eq!(
+            t.render(&m, &mut s).unwrap_err().to_string(),
+            "`data` contains a control character"
+        );
     }
 
     #[test]

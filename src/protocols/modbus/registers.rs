@@ -224,14 +224,41 @@ pub enum WriteOp {
     },
 }
 
+/// Why a command value cannot be written to its register. The text is the command's ack.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegisterWriteError {
+    #[error("{field}: `{value}` is not a bool")]
+    NotBool { field: String, value: Scalar },
+    #[error("{field}: `{value}` is not a number")]
+    NotNumber { field: String, value: Scalar },
+    #[error("{field}: {value} does not scale to a finite register value")]
+    NotFinite { field: String, value: f64 },
+    #[error(
+        "{field}: {value} is {raw} in the register, outside its {format:?} range [{lo}, {hi}]"
+    )]
+    OutOfRange {
+        field: String,
+        value: f64,
+        raw: f64,
+        format: RegisterFormat,
+        lo: f64,
+        hi: f64,
+    },
+    #[error("{field}: {value} does not fit an f32")]
+    NotF32 { field: String, value: f64 },
+}
+
 /// Encodes a command value for `w`: raw = (value − offset) / scale, rounded for integer
 /// formats, and refused when it does not fit the register.
-pub fn encode_write(w: &RegisterWrite, value: &Scalar) -> Result<WriteOp, String> {
+pub fn encode_write(w: &RegisterWrite, value: &Scalar) -> Result<WriteOp, RegisterWriteError> {
     if w.kind == RegisterKind::Coil || w.format == RegisterFormat::Bool {
         let b = value
             .as_bool()
             .or_else(|| value.as_f64().map(|f| f != 0.0))
-            .ok_or_else(|| format!("{}: `{value}` is not a bool", w.field))?;
+            .ok_or_else(|| RegisterWriteError::NotBool {
+                field: w.field.clone(),
+                value: value.clone(),
+            })?;
         return Ok(match w.kind {
             RegisterKind::Coil => WriteOp::Coil {
                 unit: w.unit,
@@ -247,21 +274,28 @@ pub fn encode_write(w: &RegisterWrite, value: &Scalar) -> Result<WriteOp, String
     }
     let v = value
         .as_f64()
-        .ok_or_else(|| format!("{}: `{value}` is not a number", w.field))?;
+        .ok_or_else(|| RegisterWriteError::NotNumber {
+            field: w.field.clone(),
+            value: value.clone(),
+        })?;
     let raw = (v - w.offset) / w.scale;
     if !raw.is_finite() {
-        return Err(format!(
-            "{}: {v} does not scale to a finite register value",
-            w.field
-        ));
+        return Err(RegisterWriteError::NotFinite {
+            field: w.field.clone(),
+            value: v,
+        });
     }
-    let fits = |lo: f64, hi: f64| -> Result<f64, String> {
+    let fits = |lo: f64, hi: f64| -> Result<f64, RegisterWriteError> {
         let r = raw.round();
         if r < lo || r > hi {
-            Err(format!(
-                "{}: {v} is {r} in the register, outside its {:?} range [{lo}, {hi}]",
-                w.field, w.format
-            ))
+            Err(RegisterWriteError::OutOfRange {
+                field: w.field.clone(),
+                value: v,
+                raw: r,
+                format: w.format,
+                lo,
+                hi,
+            })
         } else {
             Ok(r)
         }
@@ -280,7 +314,10 @@ pub fn encode_write(w: &RegisterWrite, value: &Scalar) -> Result<WriteOp, String
         RegisterFormat::I32 => split(fits(i32::MIN as f64, i32::MAX as f64)? as i32 as u32),
         RegisterFormat::F32 => {
             if raw.abs() > f32::MAX as f64 {
-                return Err(format!("{}: {v} does not fit an f32", w.field));
+                return Err(RegisterWriteError::NotF32 {
+                    field: w.field.clone(),
+                    value: v,
+                });
             }
             split((raw as f32).to_bits())
         }
@@ -537,7 +574,9 @@ mod tests {
                 words: vec![(-123i16) as u16]
             }
         );
-        let e = encode_write(&write(RegisterFormat::U16, 0.01), &Scalar::Float(700.0)).unwrap_err();
+        let e = encode_write(&write(RegisterFormat::U16, 0.01), &Scalar::Float(700.0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside its U16 range"), "{e}");
         let op = encode_write(&write(RegisterFormat::F32, 1.0), &Scalar::Float(1.5)).unwrap();
         assert_eq!(

@@ -14,8 +14,11 @@
 //!   writes, shutdown) and each protocol's thin driver (open, next event, write).
 //! - [`stream`]: per-topic `seq`, rate limiting and encoding of telemetry.
 //! - [`bus`]: the one task that owns the MQTT connection, and the handle to it.
-//! - [`safety`]: the command checks (limits, age, rate, e-stop) and the deadman.
-//! - [`commands`]: routes commands through [`safety`] to devices and publishes acks.
+//! - [`safety`]: the command checks (limits, age, rate, e-stop), payload decoding, device
+//!   writes, and the sans-IO supervisor (e-stop latch, retained commands, deadman, broker
+//!   loss, safe-write retries, shutdown).
+//! - [`commands`]: the async shell around the supervisor: feeds it commands, link changes
+//!   and device answers, writes to devices and publishes acks.
 //! - [`spool`]: the disk spool that keeps QoS 1/2 messages until the broker acknowledges them.
 //! - [`meta`]: topic names, the `status` and `catalog` payloads.
 //! - [`diagnostics`]: device and bus counters, published periodically.

@@ -1,15 +1,21 @@
 //! The actuator safety layer, shared by every protocol: the check order of DESIGN.md §5
 //! (size and depth → type → finite → limits → max age → max rate → e-stop), the deadman,
 //! and the safe values. Pure state driven by the caller's clock, so every rule is tested
-//! without I/O.
+//! without I/O. [`supervisor`] runs these for a whole robot, with the e-stop, broker loss,
+//! safe-write retries and shutdown; [`render`] turns a checked message into a device write.
 
 pub mod decode;
+pub mod events;
+pub mod render;
+pub mod supervisor;
 
 use crate::config::CommandSpec;
 use crate::messages::{Message, Scalar, Time};
 use crate::spec::OutOfRange;
-pub use decode::{decode_command, DecodedCommand};
+pub use decode::{decode_command, DecodeError, DecodedCommand, Payload};
+pub use render::RenderError;
 use std::time::Duration;
+pub use supervisor::Supervisor;
 use tokio::time::Instant;
 
 /// What to do with a command.

@@ -1,6 +1,6 @@
 //! The validated robot: devices as a closed enum per kind, each holding its protocol's
 //! typed streams and commands, so no consumer needs a fallback for a combination that
-//! validation already ruled out. [`super::validate`] builds it from a robot file.
+//! validation already ruled out. `Robot::load` builds it from a robot file.
 
 use crate::protocols::can::dbc::MessageDef;
 use crate::protocols::can::{Can, CanLink, CanWrite};

@@ -61,7 +61,7 @@ impl<R> Command<R> {
 }
 
 /// The keys every command has as written. Each protocol's command config lists them itself
-/// (serde's `flatten` cannot deny unknown keys) and hands them over with [`command_keys!`].
+/// (serde's `flatten` cannot deny unknown keys) and hands them over with [`crate::command_keys!`].
 #[derive(Debug, Clone)]
 pub struct CommandKeys {
     pub actuator: String,

@@ -27,7 +27,7 @@ pub struct Stream<S> {
 }
 
 /// The keys every stream has as written. Each protocol's stream config lists them itself
-/// (serde's `flatten` cannot deny unknown keys) and hands them over with [`stream_keys!`].
+/// (serde's `flatten` cannot deny unknown keys) and hands them over with [`crate::stream_keys!`].
 #[derive(Debug, Clone)]
 pub struct StreamKeys {
     pub sensor: String,

@@ -2,14 +2,12 @@
 //! typed streams and commands, so no consumer needs a fallback for a combination that
 //! validation already ruled out. `Robot::load` builds it from a robot file.
 
-use crate::protocols::can::dbc::MessageDef;
 use crate::protocols::can::{Can, CanLink, CanWrite};
 use crate::protocols::lines::{Lines, Template};
 use crate::protocols::modbus::{Modbus, RegisterWrite};
 use crate::protocols::nmea::Nmea;
 use crate::spec::{Command, StreamSpec, TransportSpec};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated robot.
@@ -44,13 +42,8 @@ pub enum CommandRender {
     Template(Template),
     /// `modbus`: register writes, one per command field.
     Modbus(Vec<RegisterWrite>),
-    /// CAN: a DBC message, signal name ← command field path.
-    Can {
-        message: Arc<MessageDef>,
-        signals: Vec<(String, String)>,
-    },
-    /// CAN: the command is a `can_msgs/Frame`, written if its id is allowed.
-    CanRaw { ids: Vec<u32> },
+    /// CAN: a DBC message, or a raw `can_msgs/Frame` with an allowed id.
+    Can(CanWrite),
 }
 
 /// A command of any device, as the router and the safety layer see it.
@@ -94,15 +87,7 @@ impl Device {
             DeviceKind::Can(d) => d
                 .commands
                 .iter()
-                .map(|c| {
-                    c.map_render(|w| match w {
-                        CanWrite::Message { message, signals } => CommandRender::Can {
-                            message: message.clone(),
-                            signals: signals.clone(),
-                        },
-                        CanWrite::Raw { ids } => CommandRender::CanRaw { ids: ids.clone() },
-                    })
-                })
+                .map(|c| c.map_render(|w| CommandRender::Can(w.clone())))
                 .collect(),
         }
     }
@@ -115,20 +100,6 @@ impl Device {
             // A Modbus unit speaks only when asked; its health is the answers to polls.
             DeviceKind::Modbus(_) => None,
             DeviceKind::Can(d) => d.idle_timeout,
-        }
-    }
-
-    /// The byte transport, for devices reached through one (all but SocketCAN).
-    pub fn transport(&self) -> Option<&TransportSpec> {
-        match &self.kind {
-            DeviceKind::Nmea(d) => Some(&d.transport),
-            DeviceKind::Lines(d) => Some(&d.transport),
-            DeviceKind::Modbus(d) => Some(&d.transport),
-            DeviceKind::Can(Can {
-                link: CanLink::Slcan { transport, .. },
-                ..
-            }) => Some(transport),
-            DeviceKind::Can(_) => None,
         }
     }
 

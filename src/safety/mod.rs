@@ -11,6 +11,7 @@ pub mod supervisor;
 
 use crate::config::CommandSpec;
 use crate::messages::{Message, Scalar, Time};
+use crate::protocols::can::CanWrite;
 use crate::spec::OutOfRange;
 pub use decode::{decode_command, DecodeError, DecodedCommand, Payload};
 pub use render::RenderError;
@@ -147,10 +148,12 @@ impl Actuator {
             crate::config::CommandRender::Modbus(ws) => {
                 ws.iter().map(|w| w.field.as_str()).collect()
             }
-            crate::config::CommandRender::Can { signals, .. } => {
+            crate::config::CommandRender::Can(CanWrite::Message { signals, .. }) => {
                 signals.iter().map(|(_, p)| p.as_str()).collect()
             }
-            crate::config::CommandRender::CanRaw { .. } => vec!["id", "is_extended", "dlc", "data"],
+            crate::config::CommandRender::Can(CanWrite::Raw { .. }) => {
+                vec!["id", "is_extended", "dlc", "data"]
+            }
         };
         let mut out: Vec<(String, Scalar)> = Vec::new();
         for p in paths {

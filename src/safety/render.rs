@@ -5,7 +5,7 @@
 use crate::config::CommandRender;
 use crate::device::DeviceWrite;
 use crate::messages::{Message, Scalar};
-use crate::protocols::can::CanFrame;
+use crate::protocols::can::{CanFrame, CanWrite};
 use thiserror::Error;
 
 /// Why a message cannot be written to its device. The `Display` text is the ack's `error`.
@@ -54,7 +54,7 @@ pub fn render(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Rend
             })
             .collect::<Result<Vec<_>, _>>()
             .map(DeviceWrite::Modbus),
-        CommandRender::Can { message, signals } => {
+        CommandRender::Can(CanWrite::Message { message, signals }) => {
             // Fields a `map` command leaves out are signals not given: they take the DBC's
             // initial value. Other types default every field, so every signal is given.
             if let Message::Map(m) = msg {
@@ -94,7 +94,7 @@ pub fn render(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Rend
                 data,
             }))
         }
-        CommandRender::CanRaw { ids } => {
+        CommandRender::Can(CanWrite::Raw { ids }) => {
             let Message::Frame(f) = msg else {
                 return Err(RenderError::NotAFrame);
             };
@@ -143,9 +143,9 @@ mod tests {
 
     #[test]
     fn a_raw_frame_is_written_only_with_an_allowed_id_that_fits_and_a_matching_dlc() {
-        let raw = CommandRender::CanRaw {
+        let raw = CommandRender::Can(CanWrite::Raw {
             ids: vec![0x300, 0x1FFF_FFFF + 1],
-        };
+        });
         let ok = render(&raw, &frame(0x300, false, 2, &[1, 2])).unwrap();
         assert!(matches!(
             ok,
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn an_id_too_long_for_a_standard_frame_names_the_standard_identifier() {
-        let raw = CommandRender::CanRaw { ids: vec![0x800] };
+        let raw = CommandRender::Can(CanWrite::Raw { ids: vec![0x800] });
         assert_eq!(
             render(&raw, &frame(0x800, false, 0, &[]))
                 .unwrap_err()

@@ -75,7 +75,7 @@ fn stream(
     device_frame: &str,
 ) -> Option<Stream<String>> {
     let t = ck.msg_type(at, &s.msg_type, &[MessageType::NavSatFix, MessageType::Map]);
-    let source_text = s.source.clone();
+    let source_text = s.source;
     let spec = ck.stream(at, stream_keys!(s), t, device_frame);
     let source = source_text.trim().to_ascii_uppercase();
     let source_ok =

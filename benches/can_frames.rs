@@ -8,11 +8,11 @@
 //!
 //! `cargo bench --bench can_frames -- --warm-up-time 1 --measurement-time 3`
 
-use botbus::config::Robot;
+use botbus::config::{DeviceKind, Robot};
 use botbus::messages::Time;
 use botbus::protocols::can::slcan::SlcanDecoder;
-use botbus::protocols::can::{CanCore, CanFrame};
-use botbus::protocols::Output;
+use botbus::protocols::can::{CanCore, CanFrame, CanLink, SlcanProtocol};
+use botbus::protocols::{Decoder, Output};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -121,8 +121,11 @@ fn bench(c: &mut Criterion) {
         });
 
         // (b) frame → DBC-decoded map → msgpack bytes.
-        let botbus::config::DeviceKind::Can(can) = &device.kind else {
+        let DeviceKind::Can(can) = &device.kind else {
             panic!("the bench robot's devices are CAN buses");
+        };
+        let CanLink::Slcan { bitrate, .. } = can.link else {
+            panic!("the bench robot's buses are slcan adapters");
         };
         let mut core = CanCore::new(&can.streams);
         let mut out: Vec<Output> = Vec::with_capacity(4);
@@ -146,7 +149,7 @@ fn bench(c: &mut Criterion) {
 
         // (c) the whole device core: slcan text → map msgpack bytes, fed in the 8 KiB
         // chunks the device driver reads.
-        let mut protocol = botbus::device::bytes::decoder_for(device).expect("slcan core");
+        let mut protocol = SlcanProtocol::new(bitrate, &can.streams);
         g.bench_function(format!("slcan_text_to_map_msgpack/{name}"), |b| {
             b.iter(|| {
                 let mut samples = 0usize;

@@ -1,8 +1,10 @@
 //! Per-sample cost of the protocol cores and encoding: NMEA sentence → NavSatFix bytes,
 //! kv line → BatteryState bytes. `cargo bench --bench pipeline`.
 
-use botbus::config::Robot;
+use botbus::config::{DeviceKind, Robot};
 use botbus::messages::Time;
+use botbus::protocols::lines::LinesDecoder;
+use botbus::protocols::nmea::NmeaDecoder;
 use botbus::protocols::{Decoder, Output};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::path::Path;
@@ -60,11 +62,16 @@ fn bench(c: &mut Criterion) {
     for _ in 0..100 {
         gga.push_str("$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n");
     }
-    let mut nmea = botbus::device::bytes::decoder_for(&robot.devices[0]).unwrap();
+    let (DeviceKind::Nmea(gps), DeviceKind::Lines(base)) =
+        (&robot.devices[0].kind, &robot.devices[1].kind)
+    else {
+        panic!("the bench robot is a GPS and a lines device");
+    };
+    let mut nmea = NmeaDecoder::new(&gps.streams);
     decode_and_encode(
         c,
         "nmea_gga_to_navsatfix_msgpack",
-        nmea.as_mut(),
+        &mut nmea,
         gga.as_bytes(),
         100,
     );
@@ -72,11 +79,11 @@ fn bench(c: &mut Criterion) {
     for _ in 0..100 {
         kv.push_str("tag=BAT v=12.41 i=-0.83\n");
     }
-    let mut lines = botbus::device::bytes::decoder_for(&robot.devices[1]).unwrap();
+    let mut lines = LinesDecoder::new(&base.format, &base.streams);
     decode_and_encode(
         c,
         "kv_line_to_batterystate_msgpack",
-        lines.as_mut(),
+        &mut lines,
         kv.as_bytes(),
         100,
     );

@@ -4,11 +4,7 @@
 
 use super::runner::{Driver, Ended, OpenError, Written};
 use super::{DeviceWrite, WriteError};
-use crate::config::{Device, DeviceKind};
 use crate::messages::Time;
-use crate::protocols::can::{Can, CanLink, SlcanProtocol};
-use crate::protocols::lines::LinesDecoder;
-use crate::protocols::nmea::NmeaDecoder;
 use crate::protocols::{Decoder, Output};
 use crate::spec::TransportSpec;
 use crate::transport::{self, BoxedStream};
@@ -19,25 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The protocol core of a byte-stream device; `None` for a device that is not one
-/// (Modbus speaks through tokio-modbus, SocketCAN through frames).
-pub fn decoder_for(device: &Device) -> Option<Box<dyn Decoder>> {
-    match &device.kind {
-        DeviceKind::Nmea(d) => Some(Box::new(NmeaDecoder::new(&d.streams))),
-        DeviceKind::Lines(d) => Some(Box::new(LinesDecoder::new(&d.format, &d.streams))),
-        DeviceKind::Can(Can {
-            link: CanLink::Slcan { bitrate, .. },
-            streams,
-            ..
-        }) => Some(Box::new(SlcanProtocol::new(*bitrate, streams))),
-        DeviceKind::Can(Can {
-            link: CanLink::SocketCan { .. },
-            ..
-        })
-        | DeviceKind::Modbus(_) => None,
-    }
-}
 
 /// Opens the device's byte stream, once per attempt.
 pub type Opener =

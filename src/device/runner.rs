@@ -265,9 +265,11 @@ impl<D: Driver> Runner<D> {
 mod tests {
     use super::*;
     use crate::bus::Outgoing;
+    use crate::config::DeviceKind;
     use crate::config::Robot;
-    use crate::device::bytes::{decoder_for, BytesDriver, Opener};
+    use crate::device::bytes::{BytesDriver, Opener};
     use crate::device::{write_channel, WriteRequest, WriteSender};
+    use crate::protocols::lines::LinesDecoder;
     use std::collections::VecDeque;
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -318,6 +320,9 @@ format = "kv"
         fn start_with(idle_timeout: Option<Duration>) -> Rig {
             let robot = Robot::from_str(ROBOT, std::path::Path::new("r1.toml")).unwrap();
             let device = &robot.devices[0];
+            let DeviceKind::Lines(lines) = &device.kind else {
+                panic!("the rig's device is a lines device");
+            };
             let plugs: Plugs = Arc::default();
             let from = plugs.clone();
             let diag = DeviceDiag::new("base");
@@ -341,7 +346,7 @@ format = "kv"
             let driver = BytesDriver::new(
                 "pipe".into(),
                 open,
-                decoder_for(device).unwrap(),
+                Box::new(LinesDecoder::new(&lines.format, &lines.streams)),
                 idle_timeout,
             );
             let (bus, published) = BusHandle::capture();

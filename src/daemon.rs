@@ -2,7 +2,7 @@
 //! topics each run in their own task; shutdown publishes `offline` and disconnects cleanly.
 
 use crate::bus::outbox::Outbox;
-use crate::bus::{self, BusConfig, BusError, BusHandle, Outgoing, QoS};
+use crate::bus::{self, BusConfig, BusError, BusHandle, DataSender, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::settings::OnFull;
 use crate::config::{DeviceKind, Robot, Settings};
@@ -120,7 +120,7 @@ pub async fn start(
         let parts = Parts {
             name: device.name.clone(),
             streams,
-            bus: bus.clone(),
+            data: bus.data_sender(),
             writes: wrx,
             link: link_tx,
             stop: stop.clone(),
@@ -219,7 +219,7 @@ pub async fn start(
 struct Parts {
     name: String,
     streams: Vec<StreamPublisher>,
-    bus: BusHandle,
+    data: DataSender,
     writes: Writes,
     link: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
@@ -239,7 +239,7 @@ impl Parts {
             driver,
             streams: self.streams,
             diag: diag.clone(),
-            bus: self.bus,
+            data: self.data,
             writes: self.writes,
             link: self.link,
         };

@@ -1,7 +1,7 @@
 //! A telemetry stream's publishing side: per-topic `seq`, `max_rate_hz` downsampling
 //! (latest value wins) and MessagePack encoding into a reused buffer.
 
-use crate::bus::{qos_from_u8, BusHandle, Outgoing, QoS};
+use crate::bus::{qos_from_u8, Outgoing, QoS};
 use crate::messages::{Message, Time};
 use crate::spec::StreamSpec;
 use bytes::Bytes;
@@ -42,14 +42,15 @@ impl StreamPublisher {
 
     /// Fills the header of a sample body read at `stamp` (`seq` is set as it goes out),
     /// then publishes it now, or holds it until the rate cap allows one (replacing any
-    /// sample already held: the latest value wins).
-    pub fn offer(&mut self, mut msg: Message, stamp: Time, now: Instant, bus: &BusHandle) {
+    /// sample already held: the latest value wins). What goes out is added to `out`, the
+    /// device's batch for the bus.
+    pub fn offer(&mut self, mut msg: Message, stamp: Time, now: Instant, out: &mut Vec<Outgoing>) {
         let h = msg.header_mut();
         h.stamp = stamp;
         h.frame_id.clone_from(&self.frame_id);
         match (self.min_interval, self.next_allowed) {
             (Some(_), Some(t)) if now < t => self.pending = Some(msg),
-            _ => self.send(msg, now, bus),
+            _ => self.send(msg, now, out),
         }
     }
 
@@ -58,15 +59,15 @@ impl StreamPublisher {
         self.pending.as_ref().and(self.next_allowed)
     }
 
-    pub fn flush_due(&mut self, now: Instant, bus: &BusHandle) {
+    pub fn flush_due(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         if self.deadline().is_some_and(|t| now >= t) {
             if let Some(m) = self.pending.take() {
-                self.send(m, now, bus);
+                self.send(m, now, out);
             }
         }
     }
 
-    fn send(&mut self, mut msg: Message, now: Instant, bus: &BusHandle) {
+    fn send(&mut self, mut msg: Message, now: Instant, out: &mut Vec<Outgoing>) {
         if let Some(i) = self.min_interval {
             // Anchored to the previous slot so the long-run rate matches max_rate_hz.
             let base = match self.next_allowed {
@@ -82,16 +83,13 @@ impl StreamPublisher {
             tracing::error!(topic = %self.topic, "cannot encode message: {e}");
             return;
         }
-        let out = Outgoing {
+        out.push(Outgoing {
             topic: self.topic.clone(),
             payload: Bytes::copy_from_slice(&self.buf),
             qos: self.qos,
             retain: self.retain,
             spool_id: None,
-        };
-        if bus.publish(out).is_err() {
-            tracing::debug!(topic = %self.topic, "bus queue full; sample dropped");
-        }
+        });
     }
 }
 
@@ -117,49 +115,51 @@ mod tests {
         v["header"].clone()
     }
 
-    #[tokio::test]
-    async fn a_sample_body_gets_its_stamp_frame_and_seq_from_the_stream() {
-        let (bus, mut out) = BusHandle::capture();
+    #[test]
+    fn a_sample_body_gets_its_stamp_frame_and_seq_from_the_stream() {
+        let mut out = Vec::new();
         let mut p = StreamPublisher::new(&spec(None), "robot/r1/battery".into());
         let now = Instant::now();
         for sec in [7, 8] {
             let body = MessageType::BatteryState.new_message();
-            p.offer(body, Time { sec, nanosec: 9 }, now, &bus);
+            p.offer(body, Time { sec, nanosec: 9 }, now, &mut out);
         }
-        for (seq, sec) in [(0, 7), (1, 8)] {
-            let m = out.recv().await.unwrap();
+        assert_eq!(out.len(), 2);
+        for (m, (seq, sec)) in out.iter().zip([(0, 7), (1, 8)]) {
             assert_eq!(&*m.topic, "robot/r1/battery");
             assert_eq!(
-                header_of(&m),
+                header_of(m),
                 serde_json::json!({"seq": seq, "stamp": {"sec": sec, "nanosec": 9}, "frame_id": "base_link"})
             );
         }
     }
 
-    #[tokio::test]
-    async fn a_held_sample_keeps_the_stamp_it_was_read_at() {
-        let (bus, mut out) = BusHandle::capture();
+    #[test]
+    fn a_held_sample_keeps_the_stamp_it_was_read_at() {
+        let mut out = Vec::new();
         let mut p = StreamPublisher::new(&spec(Some(10.0)), "robot/r1/battery".into());
         let t0 = Instant::now();
         p.offer(
             MessageType::BatteryState.new_message(),
             Time { sec: 1, nanosec: 0 },
             t0,
-            &bus,
+            &mut out,
         );
         // Within the rate cap: held, then sent at its deadline with its own stamp.
         p.offer(
             MessageType::BatteryState.new_message(),
             Time { sec: 2, nanosec: 0 },
             t0,
-            &bus,
+            &mut out,
         );
+        assert_eq!(out.len(), 1, "the second sample is held by the rate cap");
         let due = p.deadline().unwrap();
-        p.flush_due(due, &bus);
-        let first = out.recv().await.unwrap();
-        let held = out.recv().await.unwrap();
-        assert_eq!(header_of(&first)["stamp"]["sec"], 1);
-        assert_eq!(header_of(&held)["stamp"]["sec"], 2);
-        assert_eq!(header_of(&held)["seq"], 1);
+        p.flush_due(due, &mut out);
+        let [first, held] = &out[..] else {
+            panic!("{} messages", out.len())
+        };
+        assert_eq!(header_of(first)["stamp"]["sec"], 1);
+        assert_eq!(header_of(held)["stamp"]["sec"], 2);
+        assert_eq!(header_of(held)["seq"], 1);
     }
 }

@@ -1,4 +1,4 @@
-//! Opening a broker connection: TCP with TCP_NODELAY, optional TLS (rustls, with mutual
+//! Opening a broker connection: TCP with TCP_NODELAY (and quick ACKs), optional TLS (rustls, with mutual
 //! X.509 authentication), then CONNECT and the broker's CONNACK.
 
 use super::{BusConfig, Outgoing};
@@ -54,6 +54,29 @@ pub struct Link {
     pub stream: Box<dyn Stream>,
     /// Bytes read after the CONNACK, already belonging to the session.
     pub rbuf: BytesMut,
+    pub quickack: QuickAck,
+}
+
+/// Acknowledges the broker's segments at once after each read (TCP_QUICKACK). A broker
+/// with Nagle on (mosquitto's default) holds its next PUBLISH until our ACK of the
+/// previous one, and the kernel's delayed ACK waits up to 40 ms for data to ride on: a
+/// command would wait for it. Linux turns quick-ack mode off by itself, hence every read.
+pub struct QuickAck(Option<std::os::fd::OwnedFd>);
+
+impl QuickAck {
+    fn of(tcp: &TcpStream) -> QuickAck {
+        use std::os::fd::AsFd;
+        // A duplicate of the socket's descriptor, so it works under TLS as well.
+        QuickAck(tcp.as_fd().try_clone_to_owned().ok())
+    }
+
+    pub fn after_read(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.0 {
+            // Best effort: failing only means the kernel's default ACK timing.
+            let _ = socket2::SockRef::from(fd).set_tcp_quickack(true);
+        }
+    }
 }
 
 fn tls_connector(cfg: &BusConfig) -> Result<TlsConnector, LinkError> {
@@ -141,6 +164,7 @@ async fn open_inner(cfg: &BusConfig, addr: &str) -> Result<Link, LinkError> {
         })?;
     // Telemetry is many small packets; Nagle would hold each one back for an ack.
     tcp.set_nodelay(true)?;
+    let quickack = QuickAck::of(&tcp);
     let mut stream: Box<dyn Stream> = if cfg.url.tls {
         let connector = tls_connector(cfg)?;
         let name = ServerName::try_from(cfg.url.host.clone())
@@ -182,7 +206,11 @@ async fn open_inner(cfg: &BusConfig, addr: &str) -> Result<Link, LinkError> {
                 if ack.code != ConnectReturnCode::Success {
                     return Err(LinkError::Refused(refusal(ack.code)));
                 }
-                return Ok(Link { stream, rbuf });
+                return Ok(Link {
+                    stream,
+                    rbuf,
+                    quickack,
+                });
             }
             Ok(other) => return Err(LinkError::Protocol(format!("{other:?}"))),
             Err(rumqttc::Error::InsufficientBytes(_)) => {

@@ -1,14 +1,18 @@
 //! The MQTT bus: one task owns the broker connection; everyone else holds a cheap
 //! [`BusHandle`]. Publishing never blocks a device or the safety path.
 
+pub mod connection;
+mod data;
 mod link;
 pub mod outbox;
+mod oversized;
 pub mod session;
 mod task;
 
 pub use crate::config::broker_url::{BrokerUrl, BrokerUrlError};
 use crate::config::Settings;
 use bytes::Bytes;
+pub use data::DataSender;
 pub use rumqttc::QoS;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,16 +201,25 @@ pub(crate) enum Command {
     },
 }
 
-/// The cheap, cloneable way into the bus.
+/// The cheap, cloneable way into the bus. Devices send their samples through a
+/// [`DataSender`] of their own, which waits instead of dropping; everything else (acks,
+/// status, diagnostics) goes through the control queue, which never waits on them.
 #[derive(Clone)]
 pub struct BusHandle {
     tx: mpsc::Sender<Command>,
+    data: mpsc::UnboundedSender<data::Batch>,
     link: watch::Receiver<LinkState>,
     stats: Arc<BusStats>,
 }
 
 impl BusHandle {
-    /// Queues a message without waiting. A full queue drops it and counts the drop.
+    /// A device's own way to send samples, with its own credit (backpressure, not loss).
+    pub fn data_sender(&self) -> DataSender {
+        DataSender::new(self.data.clone())
+    }
+
+    /// Queues a message on the control queue without waiting. A full queue drops it and
+    /// counts the drop.
     pub fn publish(&self, msg: Outgoing) -> Result<(), BusError> {
         let counter = if msg.qos == QoS::AtMostOnce {
             &self.stats.dropped_qos0
@@ -283,13 +296,24 @@ impl BusHandle {
 impl BusHandle {
     /// A handle whose publishes land in the returned queue instead of on a broker, for
     /// unit tests of what publishes through the bus.
+    /// Data batches are taken one at a time, so a test that reads nothing sees devices
+    /// run out of credit.
     pub(crate) fn capture() -> (BusHandle, mpsc::Receiver<Outgoing>) {
         let (tx, mut rx) = mpsc::channel(1024);
+        let (data, mut data_rx) = mpsc::unbounded_channel::<data::Batch>();
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (_link_tx, link) = watch::channel(LinkState::Up);
         tokio::spawn(async move {
-            while let Some(c) = rx.recv().await {
-                if let Command::Publish(m) = c {
+            loop {
+                let msgs = tokio::select! {
+                    Some(c) = rx.recv() => match c {
+                        Command::Publish(m) => vec![m],
+                        _ => continue,
+                    },
+                    Some(b) = data_rx.recv() => b.msgs,
+                    else => return,
+                };
+                for m in msgs {
                     if out_tx.send(m).await.is_err() {
                         return;
                     }
@@ -297,7 +321,15 @@ impl BusHandle {
             }
         });
         let stats = Arc::new(BusStats::default());
-        (BusHandle { tx, link, stats }, out_rx)
+        (
+            BusHandle {
+                tx,
+                data,
+                link,
+                stats,
+            },
+            out_rx,
+        )
     }
 }
 
@@ -314,13 +346,20 @@ pub fn start_with(
     outbox: outbox::Outbox,
 ) -> (BusHandle, mpsc::Receiver<Incoming>) {
     let (tx, rx) = mpsc::channel(8192);
+    let (data, data_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(config.incoming_capacity.max(1));
     let (link_tx, link_rx) = watch::channel(LinkState::Down);
     let stats = Arc::new(BusStats::default());
-    tokio::spawn(task::run(config, outbox, rx, in_tx, link_tx, stats.clone()));
+    let queues = task::Queues {
+        control: rx,
+        data: data_rx,
+        incoming: in_tx,
+    };
+    tokio::spawn(task::run(config, outbox, queues, link_tx, stats.clone()));
     (
         BusHandle {
             tx,
+            data,
             link: link_rx,
             stats,
         },

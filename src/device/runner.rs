@@ -5,7 +5,7 @@
 
 use super::{refuse, DeviceWrite, WriteError, Writes};
 use crate::backoff::Backoff;
-use crate::bus::BusHandle;
+use crate::bus::{DataSender, Outgoing};
 use crate::diagnostics::DeviceDiag;
 use crate::protocols::Output;
 use crate::stream::StreamPublisher;
@@ -109,7 +109,8 @@ pub struct Runner<D: Driver> {
     pub driver: D,
     pub streams: Vec<StreamPublisher>,
     pub diag: Arc<DeviceDiag>,
-    pub bus: BusHandle,
+    /// The device's way into the bus, with its own credit.
+    pub data: DataSender,
     pub writes: Writes,
     /// Whether the device is open, for the safety layer.
     pub link: watch::Sender<bool>,
@@ -200,48 +201,62 @@ impl<D: Driver> Runner<D> {
 
     async fn pump(&mut self, conn: &mut D::Conn, shutdown: &mut watch::Receiver<bool>) -> Stop {
         let mut out = Vec::with_capacity(64);
-        loop {
+        // Samples read but not yet taken by the bus. While any wait, the device is not read:
+        // backpressure before loss, with the kernel buffering the device meanwhile.
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(256);
+        let stop = loop {
             let due = self.streams.iter().filter_map(|s| s.deadline()).min();
             let far = Instant::now() + Duration::from_secs(3600);
+            let holding = !batch.is_empty();
             // Biased: shutdown first, then writes, so a setpoint never waits behind a
-            // register sweep or a busy input.
+            // register sweep, a busy input or a full link.
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return Stop::Shutdown,
+                _ = shutdown.changed() => break Stop::Shutdown,
                 req = self.writes.next() => {
-                    let Some(req) = req else { return Stop::Shutdown };
+                    let Some(req) = req else { break Stop::Shutdown };
                     let written = self.driver.write(conn, &req.write).await;
                     if let Some(done) = req.done {
                         let _ = done.send(written.result);
                     }
                     if let Some(end) = written.ended {
-                        return Stop::Ended(end);
+                        break Stop::Ended(end);
+                    }
+                }
+                r = self.data.send(&mut batch), if holding => {
+                    if r.is_err() {
+                        // The bus is gone: the daemon is stopping.
+                        break Stop::Shutdown;
                     }
                 }
                 _ = sleep_until(due.unwrap_or(far)), if due.is_some() => {
                     let now = Instant::now();
                     for s in &mut self.streams {
-                        s.flush_due(now, &self.bus);
+                        s.flush_due(now, &mut batch);
                     }
                 }
-                ev = self.driver.next_event(conn) => {
+                ev = self.driver.next_event(conn), if !holding => {
                     let ev = match ev {
                         Ok(ev) => ev,
-                        Err(end) => return Stop::Ended(end),
+                        Err(end) => break Stop::Ended(end),
                     };
                     let r = self.driver.on_event(conn, ev, &mut out).await;
-                    self.dispatch(&mut out);
+                    self.dispatch(&mut out, &mut batch);
                     if let Err(end) = r {
-                        return Stop::Ended(end);
+                        break Stop::Ended(end);
                     }
                 }
             }
-        }
+        };
+        // Whatever was read is handed over, whatever ended the session: the bus spools it
+        // or counts it, but it is not silently lost here.
+        let _ = self.data.send_now(&mut batch);
+        stop
     }
 
-    /// Hands a driver's outputs on: samples to their streams, frames and errors to the
-    /// device's counters.
-    fn dispatch(&mut self, out: &mut Vec<Output>) {
+    /// Hands a driver's outputs on: samples to their streams (and on into `batch`), frames
+    /// and errors to the device's counters.
+    fn dispatch(&mut self, out: &mut Vec<Output>, batch: &mut Vec<Outgoing>) {
         let now = Instant::now();
         for o in out.drain(..) {
             match o {
@@ -253,7 +268,7 @@ impl<D: Driver> Runner<D> {
                     message,
                 } => {
                     if let Some(s) = self.streams.get_mut(stream) {
-                        s.offer(message, stamp, now, &self.bus);
+                        s.offer(message, stamp, now, batch);
                     }
                 }
             }
@@ -264,7 +279,7 @@ impl<D: Driver> Runner<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Outgoing;
+    use crate::bus::BusHandle;
     use crate::config::DeviceKind;
     use crate::config::Robot;
     use crate::device::bytes::{BytesDriver, Opener};
@@ -363,7 +378,7 @@ format = "kv"
                 driver,
                 streams,
                 diag: diag.clone(),
-                bus,
+                data: bus.data_sender(),
                 writes,
                 link: link_tx,
             };
@@ -427,7 +442,7 @@ format = "kv"
         rx
     }
 
-    async fn read_line(dev: &mut DuplexStream) -> String {
+    async fn read_line(dev: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
         let mut got = Vec::new();
         while !got.ends_with(b"\n") {
             let mut b = [0u8; 1];
@@ -512,6 +527,41 @@ format = "kv"
         assert_eq!(read_line(&mut dev).await, "D 0.0\n");
         assert_eq!(safe_rx.await.unwrap(), Ok(()));
         assert_eq!(cmd_rx.await.unwrap(), Err(WriteError::Superseded));
+    }
+
+    #[tokio::test]
+    async fn a_bus_that_takes_nothing_stops_the_reader_but_not_writes_and_loses_nothing() {
+        let mut rig = Rig::start();
+        let dev = rig.plug();
+        rig.link_is(true).await;
+        // More samples than the device's credit, the capture queue and the pipe hold.
+        const N: usize = 12_000;
+        let (mut from_dev, mut to_dev) = tokio::io::split(dev);
+        let writer = tokio::spawn(async move {
+            for i in 0..N {
+                to_dev
+                    .write_all(format!("v={i}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        // Nobody takes from the bus: the runner runs out of credit and stops reading, so
+        // the device's writer is held up rather than its samples dropped.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!writer.is_finished(), "the reader did not wait for the bus");
+        // A command still reaches the device while its samples wait.
+        assert_eq!(rig.command("D 0.5\n").await, Ok(()));
+        assert_eq!(read_line(&mut from_dev).await, "D 0.5\n");
+        // Once the bus takes them, every sample arrives, in order.
+        for i in 0..N {
+            let m = rig.published.recv().await.unwrap();
+            let v = crate::fleet::json::to_json(
+                &crate::fleet::json::decode_msgpack(&m.payload).unwrap(),
+            );
+            assert_eq!(v["voltage"], i as f64, "sample {i}");
+        }
+        writer.await.unwrap();
+        assert_eq!(rig.diag.frames(), N as u64);
     }
 
     #[tokio::test]

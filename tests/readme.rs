@@ -1,6 +1,10 @@
-//! The robot files in README.md are what users copy: every one of them must validate.
+//! What users copy must work: every robot file in README.md validates, and the example
+//! broker configuration (`config/mosquitto.conf`) runs a mosquitto that botbus uses.
+
+mod common;
 
 use botbus::config::Robot;
+use common::*;
 
 #[test]
 fn every_robot_file_in_the_readme_validates() {
@@ -34,4 +38,22 @@ fn every_robot_file_in_the_readme_validates() {
         checked >= 3,
         "found only {checked} robot files in README.md"
     );
+}
+
+#[tokio::test]
+async fn the_shipped_example_broker_config_carries_a_robots_status_and_samples() {
+    let broker = Broker::options().shipped_example().start();
+    let state = state_dir();
+    let id = unique("example");
+    let mut pty = PtyDevice::open();
+    let mut sub = Subscriber::connect(&broker, &[&format!("robot/{id}/#")]).await;
+    let _daemon = Daemon::start(DaemonOptions::new(
+        counter_robot(&id, pty.path()),
+        &broker,
+        state.path(),
+    ));
+    sub.wait_state(&id, "online").await;
+    pty.send("tag=T n=7\n").await;
+    let m = sub.wait_topic(&format!("robot/{id}/counter")).await;
+    assert_eq!(m.f64("data"), 7.0);
 }

@@ -51,6 +51,7 @@ pub struct BrokerOptions {
     tls: Option<TlsFiles>,
     password: Option<(String, String)>,
     proxy: bool,
+    shipped: bool,
 }
 
 impl BrokerOptions {
@@ -66,6 +67,13 @@ impl BrokerOptions {
     /// per-packet lines (soak runs are long).
     pub fn for_faults(mut self) -> Self {
         self.for_faults = true;
+        self
+    }
+
+    /// Runs the example configuration shipped in `config/mosquitto.conf`, on a free
+    /// loopback port with its database in the broker's temp dir.
+    pub fn shipped_example(mut self) -> Self {
+        self.shipped = true;
         self
     }
 
@@ -150,6 +158,25 @@ impl Broker {
 
     fn config(&self) -> Result<String, String> {
         let o = &self.opts;
+        if o.shipped {
+            let path = super::util::repo_path("config/mosquitto.conf");
+            let shipped = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            if !shipped.contains("\nlistener 1883\n") {
+                return Err(format!("{} has no `listener 1883` line", path.display()));
+            }
+            let mut text = shipped.replace(
+                "\nlistener 1883\n",
+                &format!("\nlistener {} 127.0.0.1\n", self.port),
+            );
+            text.push_str(&format!(
+                "persistence_location {}/\nlog_dest stderr\nlog_type all\n",
+                self.dir.path().display()
+            ));
+            if euid_is_root() {
+                text.push_str("user root\n");
+            }
+            return Ok(text);
+        }
         let mut text = String::new();
         let per_listener = o.tls.is_some() || o.password.is_some();
         if per_listener {

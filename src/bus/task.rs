@@ -464,6 +464,8 @@ impl Ctx {
                     self.flush();
                     self.publish_gauge();
                 }
+                // Spooled messages read back from disk: the loop sends them.
+                _ = self.outbox.readable() => {}
                 _ = sleep_until(timer) => {
                     let now = Instant::now();
                     if session.inflight() > 0 && now >= progress + watchdog {

@@ -81,24 +81,26 @@ impl Outbox {
     pub fn push(&mut self, m: Outgoing) -> u64 {
         match self {
             Outbox::Memory(b) => b.push(m),
-            Outbox::Disk(s) => match s.append(&m) {
-                Ok(a) => a.dropped,
-                Err(e) => {
-                    tracing::error!("spool write failed, message dropped: {e}");
-                    1
-                }
-            },
+            Outbox::Disk(s) => s.append(&m).dropped,
         }
     }
 
-    /// The next message to send, oldest first.
+    /// The next message to send, oldest first. `None` also while the spool reads messages
+    /// back from disk: then [`Outbox::has_unsent`] stays true and [`Outbox::readable`]
+    /// resolves when they are here.
     pub fn next_to_send(&mut self) -> Option<Outgoing> {
         match self {
             Outbox::Memory(b) => b.pop(),
-            Outbox::Disk(s) => s.next_to_send().unwrap_or_else(|e| {
-                tracing::error!("spool read failed: {e}");
-                None
-            }),
+            Outbox::Disk(s) => s.next_to_send(),
+        }
+    }
+
+    /// Resolves when messages read back from disk can be sent; pending forever when no
+    /// read is in flight (and for the memory queue). Cancel-safe, for a `select!` branch.
+    pub async fn readable(&mut self) {
+        match self {
+            Outbox::Memory(_) => std::future::pending().await,
+            Outbox::Disk(s) => s.readable().await,
         }
     }
 

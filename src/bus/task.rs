@@ -424,6 +424,8 @@ impl Ctx {
                     }
                 },
                 _ = sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => self.flush(),
+                // Spooled messages read back from disk: the loop sends them.
+                _ = self.outbox.readable() => {}
                 _ = sleep_until(wait.deadline) => {
                     if let Err(e) = conn.on_tick(Instant::now()) {
                         break Ended::Lost(e);

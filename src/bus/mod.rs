@@ -152,7 +152,7 @@ impl BusConfig {
             subscriptions: Vec::new(),
             backlog_bytes: settings.spool.max_bytes,
             drop_oldest: settings.spool.on_full == crate::config::settings::OnFull::DropOldest,
-            max_inflight: 100,
+            max_inflight: 1000,
             incoming_capacity: 4096,
         })
     }

@@ -4,7 +4,7 @@
 use crate::bus::outbox::Outbox;
 use crate::bus::{self, BusConfig, BusError, BusHandle, DataSender, Outgoing, QoS};
 use crate::commands::{CommandRouter, DeviceLink};
-use crate::config::settings::OnFull;
+use crate::config::settings::{OnFull, Replay};
 use crate::config::{DeviceKind, Robot, Settings};
 use crate::device::bytes::BytesDriver;
 use crate::device::modbus::ModbusDriver;
@@ -93,15 +93,23 @@ pub async fn start(
         "starting"
     );
     let robot_state = state::robot_dir(&settings.state_dir(), &robot.id)?;
-    let (spool, recovery) = Spool::open(
+    let (mut spool, recovery) = Spool::open(
         &robot_state.join("spool"),
         settings.spool.max_bytes,
         settings.spool.on_full == OnFull::DropOldest,
     )?;
+    if settings.spool.replay == Replay::LiveFirst {
+        let budget = (settings.spool.backlog_share * cfg.max_inflight as f64).ceil();
+        spool.live_first(budget as u64);
+    }
     if recovery.pending > 0 {
         tracing::info!(
             messages = recovery.pending,
-            "spool holds messages from a previous run; they go out first"
+            "spool holds messages from a previous run; they are sent again ({})",
+            match settings.spool.replay {
+                Replay::OldestFirst => "before live data",
+                Replay::LiveFirst => "behind live data",
+            }
         );
     }
     let (bus, incoming) = bus::start_with(cfg, Outbox::Disk(Box::new(spool)));

@@ -339,6 +339,165 @@ async fn daemon_recovers_from_a_broker_restart_and_resends_everything_the_broker
 }
 
 // ---------------------------------------------------------------------------------------
+// 2b. Replay order after an outage: oldest_first and live_first
+
+/// What a 20 s outage at 200 Hz looked like from the fleet.
+struct Replayed {
+    /// Every sample in arrival order: (value, when).
+    arrivals: Vec<(u64, Instant)>,
+    /// Values written while the link was down: `outage.0..outage.1`.
+    outage: (u64, u64),
+    /// When the fleet saw the robot online again.
+    back: Instant,
+    /// `botbus topic hz`'s last line for the topic.
+    hz: String,
+}
+
+/// A 200 Hz QoS 1 stream whose link stalls for 20 s (a half-open link: the daemon spools
+/// and keeps reconnecting into the stall), then comes back; with `[spool] replay = mode`.
+/// Returns once every value written has arrived.
+async fn replay_after_an_outage(mode: &str) -> Replayed {
+    const RATE: f64 = 200.0;
+    let broker = Broker::options().for_faults().persistence(false).start();
+    let proxy = Proxy::start(broker.port());
+    let state = state_dir();
+    let id = unique(&format!("replay-{}", mode.replace('_', "")));
+    let (topic, diag, status) = (counter_topic(&id), diag_topic(&id), status_topic(&id));
+    let pty = PtyDevice::open();
+    let col = Collector::connect(&broker, &[&topic, &diag, &status], SessionKind::Clean).await;
+    let hz = Proc::spawn(&["topic", "hz", &topic, "--url", &broker.url()]);
+    let _daemon = Daemon::start(
+        fault_daemon(counter_robot(&id, pty.path()), &broker, state.path())
+            .env("BOTBUS_MQTT__URL", &proxy.url())
+            .env("BOTBUS_SPOOL__REPLAY", mode)
+            // A backlog that may hold only 10 of the 1000 messages in flight drains over
+            // hundreds of round trips, so live data has every chance to overtake it.
+            .env("BOTBUS_SPOOL__BACKLOG_SHARE", "0.01"),
+    );
+    wait_ready(&col, &id).await;
+    let feeder = Feeder::start(pty, "T", 0, RATE);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    proxy.stall(true);
+    let down_from = feeder.written();
+    col.wait_msg(&status, DEADLINE, "the Will: offline", |m| {
+        m.str("state") == "offline"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let down_to = feeder.written();
+    proxy.stall(false);
+    col.wait_msg(&status, Duration::from_secs(20), "online again", |m| {
+        m.str("state") == "online"
+    })
+    .await;
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_pty, n) = feeder.stop().await;
+    assert!(
+        all_arrive(&col, &topic, 0, n, Duration::from_secs(60)).await,
+        "{mode}: missing {}",
+        ranges(&missing(&col.lock().data_set(&topic), 0, n))
+    );
+    // hz has seen everything the collector has; its last report covers the whole run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hz.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal topic hz");
+    let run = hz.finish(DEADLINE).await;
+    let hz = run
+        .stdout
+        .lines()
+        .rfind(|l| l.starts_with(&format!("{topic}:")))
+        .unwrap_or_else(|| panic!("no report for {topic}:\n{run}"))
+        .to_string();
+    let arrivals = col
+        .lock()
+        .samples(&topic)
+        .iter()
+        .map(|s| (s.data as u64, s.at))
+        .collect();
+    Replayed {
+        arrivals,
+        outage: (down_from, down_to),
+        back,
+        hz,
+    }
+}
+
+impl Replayed {
+    /// The arrival index of the first sample written after the robot was back.
+    fn first_live(&self) -> (usize, Instant) {
+        let live_from = self.outage.1 + (200.0 * 0.05) as u64;
+        self.arrivals
+            .iter()
+            .enumerate()
+            .find(|(_, (v, _))| *v >= live_from)
+            .map(|(i, (_, at))| (i, *at))
+            .expect("live samples after the outage")
+    }
+
+    fn print(&self, mode: &str, first_live: Instant) {
+        let last = self.arrivals[self.last_backlog()].1;
+        println!(
+            "{mode}: {} samples written during the outage; after the robot was back, the \
+             first live sample came in {:?}, the last of the backlog in {:?}; hz: {}",
+            self.outage.1 - self.outage.0,
+            first_live.saturating_duration_since(self.back),
+            last.saturating_duration_since(self.back),
+            self.hz
+        );
+    }
+
+    /// The arrival index of the last sample written during the outage.
+    fn last_backlog(&self) -> usize {
+        self.arrivals
+            .iter()
+            .rposition(|(v, _)| (self.outage.0..self.outage.1).contains(v))
+            .expect("backlog samples")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldest_first_replays_a_20_s_outage_before_live_data_and_topic_hz_counts_no_loss() {
+    let r = replay_after_an_outage("oldest_first").await;
+    let (first_live, at) = r.first_live();
+    r.print("oldest_first", at);
+    assert!(
+        r.last_backlog() < first_live,
+        "the backlog (sample {} of {}) must all arrive before live data (sample {first_live})",
+        r.last_backlog(),
+        r.arrivals.len()
+    );
+    assert!(r.hz.contains(" lost 0"), "{}", r.hz);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_first_sends_live_data_within_1_s_of_reconnecting_then_the_whole_backlog() {
+    let r = replay_after_an_outage("live_first").await;
+    let (first_live, at) = r.first_live();
+    r.print("live_first", at);
+    let after = at.saturating_duration_since(r.back);
+    assert!(
+        after <= Duration::from_secs(1),
+        "live data came {after:?} after the robot was back"
+    );
+    assert!(
+        first_live < r.last_backlog(),
+        "live data (sample {first_live}) must overtake the backlog (last at sample {})",
+        r.last_backlog()
+    );
+    assert!(r.hz.contains(" lost 0"), "{}", r.hz);
+    let backlog = r.outage.1 - r.outage.0;
+    assert!(
+        backlog >= 3000,
+        "a 20 s outage at 200 Hz: {backlog} samples"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // 3. kill -9 while the broker is down
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,13 @@ impl Outbox {
         }
     }
 
+    /// A connection is up (the spool's `live_first` takes what it holds as the backlog).
+    pub fn connected(&mut self) {
+        if let Outbox::Disk(s) = self {
+            s.connected();
+        }
+    }
+
     /// The connection ended with `unacked` in flight: send them again, oldest first.
     pub fn rewind(&mut self, unacked: Vec<Outgoing>) {
         match self {

@@ -325,6 +325,7 @@ impl Ctx {
             self.cfg.max_incoming,
             Instant::now(),
         );
+        self.outbox.connected();
         conn.subscribe(&self.cfg.subscriptions);
         for b in self.cfg.birth.clone() {
             conn.publish(b);

@@ -56,13 +56,19 @@ pub async fn watch(
     tick.tick().await;
     let end = seconds.map(|s| Instant::now() + s);
     tokio::pin!(stop);
+    // Whether messages arrived since the last report.
+    let mut unreported = false;
     loop {
         tokio::select! {
             m = rx.recv() => match m {
-                Some(m) => hz.record(&m.topic, &m.payload, Instant::now().into_std()),
+                Some(m) => {
+                    hz.record(&m.topic, &m.payload, Instant::now().into_std());
+                    unreported = true;
+                }
                 None => break,
             },
             _ = tick.tick() => {
+                unreported = false;
                 let lines = hz.report();
                 if lines.is_empty() {
                     writeln!(out, "(no messages yet on {filter})")?;
@@ -73,6 +79,12 @@ pub async fn watch(
             }
             _ = sleep_until(end), if end.is_some() => break,
             _ = &mut stop => break,
+        }
+    }
+    // A last report covers what arrived since the previous one.
+    if unreported {
+        for l in hz.report() {
+            writeln!(out, "{l}")?;
         }
     }
     Ok(())

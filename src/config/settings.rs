@@ -42,6 +42,8 @@ pub enum InvalidSetting {
         path: String,
         source: std::io::Error,
     },
+    #[error("spool.backlog_share: must be above 0 and at most 1, not {0}")]
+    BacklogShare(f64),
     #[error("diagnostics.period_s: must be between 0.01 and 86400 seconds, not {0}")]
     DiagnosticsPeriod(f64),
     #[error("log.level: `{0}` is not a log filter")]
@@ -123,11 +125,24 @@ pub enum OnFull {
     DropNew,
 }
 
+/// What goes out first after an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replay {
+    /// The backlog, then live data: everything arrives in the order it was read.
+    OldestFirst,
+    /// Live data at once; the backlog drains behind it, within `backlog_share`.
+    LiveFirst,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     pub max_bytes: u64,
     pub on_full: OnFull,
+    pub replay: Replay,
+    /// With `live_first`: the share of the messages in flight the backlog may hold.
+    pub backlog_share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +283,10 @@ impl Settings {
                 })?;
             }
         }
+        let share = self.spool.backlog_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(InvalidSetting::BacklogShare(share));
+        }
         let p = self.diagnostics.period_s;
         if !(0.01..=86_400.0).contains(&p) {
             return Err(InvalidSetting::DiagnosticsPeriod(p));
@@ -333,6 +352,39 @@ mod tests {
         assert_eq!(s.mqtt.topic_prefix, "robot");
         assert_eq!(s.mqtt.protocol, 3);
         assert_eq!(s.spool.on_full, OnFull::DropOldest);
+        assert_eq!(s.spool.replay, Replay::OldestFirst);
+    }
+
+    #[test]
+    fn live_first_replay_is_chosen_by_name_with_a_share_in_range() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("BOTBUS_SPOOL__REPLAY", "live_first"),
+                ("BOTBUS_SPOOL__BACKLOG_SHARE", "0.25"),
+            ]),
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(
+            (s.spool.replay, s.spool.backlog_share),
+            (Replay::LiveFirst, 0.25)
+        );
+        let e = Settings::load_with_env(None, env(&[("BOTBUS_SPOOL__REPLAY", "newest_first")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("newest_first"), "{e}");
+        for bad in ["0", "1.5", "-0.5", "NaN"] {
+            let e = Settings::load_with_env(None, env(&[("BOTBUS_SPOOL__BACKLOG_SHARE", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.ends_with(&format!(
+                    "spool.backlog_share: must be above 0 and at most 1, not {bad}"
+                )),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

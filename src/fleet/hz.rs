@@ -1,5 +1,6 @@
 //! `botbus topic hz`: per-topic rate, mean/min/max gap and lost messages (gaps in
-//! `header.seq`), refreshed every second like `ros2 topic hz`.
+//! `header.seq`), refreshed every second like `ros2 topic hz`. A gap is filled by a
+//! late arrival, as when a robot replays its backlog behind live data (`live_first`).
 
 use super::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -12,9 +13,12 @@ pub struct TopicStats {
     /// Arrival gaps of the last `window` messages.
     gaps: VecDeque<Duration>,
     last: Option<Instant>,
-    last_seq: Option<u64>,
-    /// Messages missing from `header.seq`.
-    pub lost: u64,
+    /// The highest `seq` seen since the last restart.
+    max_seq: Option<u64>,
+    /// Ranges `start..end` of `seq` not seen yet, below `max_seq`.
+    missing: BTreeMap<u64, u64>,
+    /// Missing when the robot restarted: they can no longer come.
+    lost_for_good: u64,
     /// Messages whose seq was seen already (at-least-once redelivery).
     pub duplicates: u64,
     /// Times `seq` went backwards: a restart.
@@ -22,6 +26,53 @@ pub struct TopicStats {
 }
 
 impl TopicStats {
+    /// Messages missing from `header.seq` (a later arrival still fills its gap).
+    pub fn lost(&self) -> u64 {
+        self.lost_for_good + self.missing.iter().map(|(a, b)| b - a).sum::<u64>()
+    }
+
+    /// Takes `seq` out of a missing range; false when it was not missing.
+    fn fill(&mut self, seq: u64) -> bool {
+        let Some((&start, &end)) = self.missing.range(..=seq).next_back() else {
+            return false;
+        };
+        if seq >= end {
+            return false;
+        }
+        self.missing.remove(&start);
+        if start < seq {
+            self.missing.insert(start, seq);
+        }
+        if seq + 1 < end {
+            self.missing.insert(seq + 1, end);
+        }
+        true
+    }
+
+    fn seq(&mut self, seq: u64) {
+        let Some(max) = self.max_seq else {
+            self.max_seq = Some(seq);
+            return;
+        };
+        if seq > max {
+            if seq > max + 1 {
+                self.missing.insert(max + 1, seq);
+            }
+            self.max_seq = Some(seq);
+        } else if self.fill(seq) {
+            // A late arrival: the backlog behind live data, or a resend.
+        } else if seq == 0 && max > 0 {
+            // The robot restarted at 0: what was missing will not come any more.
+            self.restarts += 1;
+            self.lost_for_good = self.lost();
+            self.missing.clear();
+            self.max_seq = Some(0);
+        } else {
+            // At-least-once redelivery.
+            self.duplicates += 1;
+        }
+    }
+
     pub fn rate_hz(&self) -> Option<f64> {
         let total: Duration = self.gaps.iter().sum();
         (!self.gaps.is_empty() && !total.is_zero())
@@ -85,21 +136,7 @@ impl Hz {
         }
         t.last = Some(at);
         if let Some(seq) = seq_of(payload) {
-            match t.last_seq {
-                Some(prev) if seq > prev + 1 => t.lost += seq - prev - 1,
-                Some(prev) if seq == prev => t.duplicates += 1,
-                Some(prev) if seq < prev => {
-                    // Older than the last one: a redelivery, or the robot restarted at 0.
-                    if seq == 0 {
-                        t.restarts += 1;
-                    } else {
-                        t.duplicates += 1;
-                        return;
-                    }
-                }
-                _ => {}
-            }
-            t.last_seq = Some(seq);
+            t.seq(seq);
         }
     }
 
@@ -116,7 +153,8 @@ impl Hz {
                 });
                 let mut s = format!(
                     "{topic}: rate {rate}  gap {gaps}  n {}  lost {}",
-                    t.count, t.lost
+                    t.count,
+                    t.lost()
                 );
                 if t.duplicates > 0 {
                     s.push_str(&format!("  duplicates {}", t.duplicates));
@@ -150,7 +188,7 @@ mod tests {
             );
         }
         let t = &hz.topics["robot/r1/x"];
-        assert_eq!(t.lost, 2);
+        assert_eq!(t.lost(), 2);
         assert_eq!(t.duplicates, 1);
         assert!((t.rate_hz().unwrap() - 10.0).abs() < 1e-9);
         let (mean, min, max) = t.gap_ms().unwrap();
@@ -169,7 +207,37 @@ mod tests {
         for (i, seq) in [7u64, 8, 0, 1].iter().enumerate() {
             hz.record("t", &msg(*seq), t0 + Duration::from_millis(i as u64));
         }
-        assert_eq!(hz.topics["t"].lost, 0);
+        assert_eq!(hz.topics["t"].lost(), 0);
         assert_eq!(hz.topics["t"].restarts, 1);
+    }
+
+    fn record_all(hz: &mut Hz, seqs: impl IntoIterator<Item = u64>) {
+        let t0 = Instant::now();
+        for (i, seq) in seqs.into_iter().enumerate() {
+            hz.record("t", &msg(seq), t0 + Duration::from_millis(i as u64));
+        }
+    }
+
+    #[test]
+    fn a_backlog_arriving_behind_live_data_fills_its_gap() {
+        let mut hz = Hz::new(10);
+        // 0..10, an outage, live data 20..25 first, then the backlog 10..20.
+        record_all(&mut hz, (0..10).chain(20..25));
+        assert_eq!(hz.topics["t"].lost(), 10, "missing until the backlog comes");
+        record_all(&mut hz, 10..20);
+        let t = &hz.topics["t"];
+        assert_eq!((t.lost(), t.duplicates, t.restarts), (0, 0, 0));
+        // A part of a gap that never comes stays lost; a redelivery is a duplicate.
+        record_all(&mut hz, [30, 27, 27, 31]);
+        let t = &hz.topics["t"];
+        assert_eq!((t.lost(), t.duplicates), (4, 1));
+    }
+
+    #[test]
+    fn gaps_open_at_a_restart_stay_lost() {
+        let mut hz = Hz::new(10);
+        record_all(&mut hz, [0, 1, 5, 0, 1, 2]);
+        let t = &hz.topics["t"];
+        assert_eq!((t.lost(), t.restarts), (3, 1));
     }
 }

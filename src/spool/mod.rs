@@ -113,8 +113,12 @@ pub struct Spool {
     head: u64,
     head_written: u64,
     acked: BTreeSet<u64>,
-    /// The next id to hand out for sending.
+    /// The next id to hand out for sending (with `live_first`, of the backlog).
     cursor: u64,
+    /// With `live_first`: the in-flight budget of the backlog, and the live part of this
+    /// connection (ids from `live.from` on, sent from `live.cursor`).
+    backlog_cap: Option<u64>,
+    live: Option<Live>,
     cache: VecDeque<(u64, Outgoing)>,
     cache_bytes: usize,
     cache_limit: usize,
@@ -127,6 +131,24 @@ pub struct Spool {
     /// delivered; a connection that ends first makes them lost.
     evicted_in_flight: BTreeSet<u64>,
     io: Io,
+}
+
+/// The live part of a connection under `live_first`.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    /// The first id appended during this connection: those below are the backlog.
+    from: u64,
+    /// The next live id to hand out.
+    cursor: u64,
+    /// Backlog messages handed out and not yet acknowledged.
+    backlog_in_flight: u64,
+}
+
+/// Which cursor [`Spool::next_from`] advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Backlog,
+    Live,
 }
 
 fn cost(m: &Outgoing) -> usize {
@@ -167,6 +189,8 @@ impl Spool {
             head_written: found.head,
             acked: BTreeSet::new(),
             cursor: found.head,
+            backlog_cap: None,
+            live: None,
             cache: VecDeque::new(),
             cache_bytes: 0,
             cache_limit,
@@ -183,6 +207,32 @@ impl Spool {
             repaired: found.repaired,
         };
         Ok((spool, recovery))
+    }
+
+    /// Replays `live_first`: on each connection, messages appended from then on go out
+    /// before the backlog, which keeps at most `backlog_in_flight` messages in flight (so
+    /// live data always finds room). Without this call, the spool replays oldest first.
+    pub fn live_first(&mut self, backlog_in_flight: u64) {
+        self.backlog_cap = Some(backlog_in_flight.max(1));
+    }
+
+    /// A connection is up: with `live_first`, what is in the spool now is the backlog.
+    pub fn connected(&mut self) {
+        if self.backlog_cap.is_some() {
+            self.live = Some(Live {
+                from: self.next_id,
+                cursor: self.next_id,
+                backlog_in_flight: 0,
+            });
+        }
+    }
+
+    /// Whether message `id` was handed out for sending on this connection.
+    fn handed_out(&self, id: u64) -> bool {
+        match self.live {
+            Some(l) if id >= l.from => id < l.cursor,
+            _ => id < self.cursor,
+        }
     }
 
     /// Messages not yet acknowledged.
@@ -238,15 +288,17 @@ impl Spool {
         let hi = seg.end();
         let acked_inside = self.acked.range(lo..hi).count() as u64;
         // Those already handed out for sending are not lost yet: see `evicted_in_flight`.
-        let sent_end = self.cursor.clamp(lo, hi.max(lo));
-        let in_flight: Vec<u64> = (lo..sent_end)
-            .filter(|id| !self.acked.contains(id))
+        let in_flight: Vec<u64> = (lo..hi)
+            .filter(|id| self.handed_out(*id) && !self.acked.contains(id))
             .collect();
         let lost = hi.saturating_sub(lo) - acked_inside - in_flight.len() as u64;
         self.evicted_in_flight.extend(in_flight);
         self.acked = self.acked.split_off(&hi);
         self.head = self.head.max(hi);
         self.cursor = self.cursor.max(self.head);
+        if let Some(l) = &mut self.live {
+            l.cursor = l.cursor.max(self.head);
+        }
         self.total_bytes -= seg.bytes;
         self.uncache_below(hi);
         self.io.send(Op::Remove(seg.first));
@@ -359,11 +411,38 @@ impl Spool {
     /// The next message to send, oldest first, skipping those already acknowledged.
     /// `None` also while records are being read back from disk: [`Spool::has_unsent`]
     /// stays true then, and [`Spool::readable`] resolves when they are here.
+    /// With `live_first`, live messages come first and the backlog only within its
+    /// in-flight budget.
     pub fn next_to_send(&mut self) -> Option<Outgoing> {
-        while self.cursor < self.next_id {
-            let id = self.cursor;
+        let Some(live) = self.live else {
+            return self.next_from(Part::Backlog, self.next_id);
+        };
+        if let Some(m) = self.next_from(Part::Live, self.next_id) {
+            return Some(m);
+        }
+        if live.backlog_in_flight >= self.backlog_cap.unwrap_or(u64::MAX) {
+            return None;
+        }
+        let m = self.next_from(Part::Backlog, live.from)?;
+        if let Some(l) = &mut self.live {
+            l.backlog_in_flight += 1;
+        }
+        Some(m)
+    }
+
+    fn cursor_of(&mut self, part: Part) -> &mut u64 {
+        match (part, &mut self.live) {
+            (Part::Live, Some(l)) => &mut l.cursor,
+            _ => &mut self.cursor,
+        }
+    }
+
+    /// The next message of one part, up to (not including) id `end`.
+    fn next_from(&mut self, part: Part, end: u64) -> Option<Outgoing> {
+        while *self.cursor_of(part) < end {
+            let id = *self.cursor_of(part);
             if id < self.head || self.acked.contains(&id) {
-                self.cursor += 1;
+                *self.cursor_of(part) += 1;
                 continue;
             }
             let record = if let Some(m) = self.cached(id) {
@@ -384,7 +463,7 @@ impl Spool {
                 // A gap left by recovery.
                 None
             };
-            self.cursor += 1;
+            *self.cursor_of(part) += 1;
             match record {
                 Some(m) => return Some(m),
                 // A record lost to corruption can never be sent: count it as dropped and
@@ -403,7 +482,7 @@ impl Spool {
 
     fn lost(&mut self, id: u64) {
         self.unreadable += 1;
-        self.ack(id);
+        self.done(id);
     }
 
     /// Records lost since the last call (unreadable, or evicted by the size cap while in
@@ -414,11 +493,24 @@ impl Spool {
 
     /// Whether [`Spool::next_to_send`] has more (perhaps once a read is over).
     pub fn has_unsent(&self) -> bool {
-        self.cursor < self.next_id
+        match self.live {
+            Some(l) => self.cursor < l.from || l.cursor < self.next_id,
+            None => self.cursor < self.next_id,
+        }
     }
 
     /// The broker acknowledged message `id`.
     pub fn ack(&mut self, id: u64) {
+        if let Some(l) = &mut self.live {
+            if id < l.from {
+                l.backlog_in_flight = l.backlog_in_flight.saturating_sub(1);
+            }
+        }
+        self.done(id);
+    }
+
+    /// Message `id` leaves the spool: acknowledged, or lost.
+    fn done(&mut self, id: u64) {
         if id < self.head {
             self.evicted_in_flight.remove(&id);
             return;
@@ -443,6 +535,8 @@ impl Spool {
     /// The connection dropped: everything not acknowledged is to be sent again, in order.
     pub fn rewind(&mut self) {
         self.cursor = self.head;
+        // The next connection decides anew what is backlog.
+        self.live = None;
         // Evicted while in flight and never acknowledged: gone for good.
         self.unreadable += self.evicted_in_flight.len() as u64;
         self.evicted_in_flight.clear();

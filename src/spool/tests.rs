@@ -401,3 +401,72 @@ async fn without_its_io_thread_the_spool_still_sends_what_is_in_memory() {
     assert_eq!(s.take_unreadable() + sent.len() as u64, 101);
     assert!(matches!(s.flush(true), Err(SpoolError::Stopped)));
 }
+
+/// Takes `n` messages (waiting for reads), by number.
+async fn take(s: &mut Spool, n: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(num(&next(s).await.expect("a message to send")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn live_first_sends_new_messages_before_the_backlog_which_keeps_to_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = filled(dir.path(), 1 << 20, CACHE_BYTES, 5);
+    s.live_first(2);
+    s.connected();
+    append_all(&mut s, 5..7);
+    // Live first, then the backlog oldest first, up to two in flight.
+    assert_eq!(take(&mut s, 4).await, [5, 6, 0, 1]);
+    assert!(s.next_to_send().is_none(), "the backlog is over its budget");
+    assert!(s.has_unsent());
+    // Live data still goes at once.
+    append_all(&mut s, 7..8);
+    assert_eq!(num(&s.next_to_send().unwrap()), 7);
+    // An acknowledged backlog message makes room for the next.
+    s.ack(0);
+    assert_eq!(num(&s.next_to_send().unwrap()), 2);
+    assert!(s.next_to_send().is_none());
+    for id in [1, 2, 5, 6, 7] {
+        s.ack(id);
+    }
+    assert_eq!(take(&mut s, 2).await, [3, 4]);
+    s.ack(3);
+    s.ack(4);
+    assert!(!s.has_unsent());
+    assert!(s.is_empty());
+}
+
+#[tokio::test]
+async fn after_a_lost_connection_live_first_takes_everything_unacknowledged_as_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = filled(dir.path(), 1 << 20, CACHE_BYTES, 3);
+    s.live_first(10);
+    s.connected();
+    append_all(&mut s, 3..5);
+    assert_eq!(take(&mut s, 5).await, [3, 4, 0, 1, 2]);
+    s.ack(3);
+    // The connection drops with 4, 0, 1, 2 unacknowledged; more arrives while away.
+    s.rewind();
+    append_all(&mut s, 5..7);
+    s.connected();
+    append_all(&mut s, 7..8);
+    assert_eq!(take(&mut s, 7).await, [7, 0, 1, 2, 4, 5, 6]);
+    assert!(s.next_to_send().is_none());
+    assert!(!s.has_unsent());
+}
+
+#[tokio::test]
+async fn live_first_reads_a_backlog_beyond_the_cache_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cache of about four messages: most of the backlog is on disk only.
+    let mut s = filled(dir.path(), 1 << 20, 4 * 20, 50);
+    s.flush(false).unwrap();
+    s.live_first(100);
+    s.connected();
+    append_all(&mut s, 50..52);
+    let want: Vec<u32> = [50, 51].into_iter().chain(0..50).collect();
+    assert_eq!(take(&mut s, 52).await, want);
+}

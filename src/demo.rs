@@ -38,6 +38,11 @@ pub enum DemoError {
 /// Starts rumqttd on loopback in its own thread, on `port` or (0) a free one; returns
 /// the port.
 pub fn start_broker(port: u16) -> Result<u16, DemoError> {
+    start_broker_for(port, 64)
+}
+
+/// [`start_broker`] admitting up to `max_connections` clients (`botbus bench --robots`).
+pub fn start_broker_for(port: u16, max_connections: usize) -> Result<u16, DemoError> {
     let port = match port {
         0 => std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -54,7 +59,7 @@ pub fn start_broker(port: u16) -> Result<u16, DemoError> {
 id = 0
 [router]
 id = 0
-max_connections = 64
+max_connections = {max_connections}
 max_outgoing_packet_count = 200
 max_segment_size = 10485760
 max_segment_count = 10

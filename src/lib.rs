@@ -26,10 +26,13 @@
 //! - [`daemon`]: `botbus run`, wiring all of the above.
 //! - [`sim`]: runs the protocols' simulators on pseudo-terminals or TCP ports.
 //! - [`demo`]: the zero-setup demo with an embedded broker.
+//! - [`bench`](mod@bench): `botbus bench`, the end-to-end benchmark (device → daemon → broker →
+//!   subscriber, commands back, `mosquitto_pub` baseline, simulated fleets).
 //! - [`fleet`]: fleet-side tools (`topic echo`) and MessagePack ↔ JSON.
 //! - [`backoff`]: jittered exponential backoff.
 //! - [`cli`]: the command line's arguments, each command's output and its exit codes.
 pub mod backoff;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod commands;

@@ -63,6 +63,10 @@ async fn run_command(cli: Cli) -> Result<()> {
             let listing = cli::list::listen(opts, Duration::from_secs_f64(wait_s)).await?;
             cli::list::print_robots(&listing, json, stdout())?;
         }
+        Command::Bench { conn, args, json } => {
+            let opts = cli::bench::options(&conn, args)?;
+            cli::bench::run(opts, json, stdout()).await?;
+        }
         Command::Topic { command } => match command {
             TopicCommand::Echo {
                 filter,

@@ -75,6 +75,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// End-to-end benchmark: a simulated device on a pseudo-terminal, the daemon (as a
+    /// child process), the broker and a subscriber; then commands back to the device.
+    /// Without --url it starts a mosquitto (or, when none is installed, the embedded
+    /// broker) on a free loopback port.
+    Bench {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        args: BenchArgs,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +157,8 @@ pub enum SecondsError {
     NotANumber(String),
     #[error("{0} is not between 0 and 86400 seconds")]
     OutOfRange(String),
+    #[error("{0} is not above 0 seconds")]
+    NotPositive(String),
 }
 
 /// A number of seconds for a flag: finite, not negative, at most a day.
@@ -156,6 +171,42 @@ pub fn seconds(text: &str) -> Result<f64, SecondsError> {
     } else {
         Err(SecondsError::OutOfRange(text.to_string()))
     }
+}
+
+/// A benchmark's length: a number of seconds above 0.
+pub fn bench_seconds(text: &str) -> Result<f64, SecondsError> {
+    match seconds(text)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err(SecondsError::NotPositive(text.to_string())),
+    }
+}
+
+/// `botbus bench`'s workload flags.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// QoS of the telemetry stream and of the subscriber: 0, 1 or 2.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Samples a second the device writes.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// How long to write at --rate (or, with --robots, to publish).
+    #[arg(long, default_value_t = 5.0, value_parser = bench_seconds)]
+    pub seconds: f64,
+    /// Write this many samples as fast as the daemon reads them, instead of a rate.
+    #[arg(long, conflicts_with = "robots", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub burst: Option<u64>,
+    /// Simulate this many robots in-process, each with its own connection, publishing
+    /// 3 streams at 10 Hz, and measure what a fleet subscriber on robot/# receives.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub robots: Option<u64>,
+    /// Twist commands sent at 50 Hz after the telemetry, timed to the device and to
+    /// their ack (0: none).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=125_250))]
+    pub commands: u64,
+    /// Also run the same workload through `mosquitto_pub -l` and compare CPU costs.
+    #[arg(long, conflicts_with = "robots")]
+    pub baseline: bool,
 }
 
 /// Broker options shared by the fleet tools; defaults come from the config file.
@@ -221,6 +272,25 @@ mod tests {
             "{}",
             err.1
         );
+    }
+
+    #[test]
+    fn bench_flags_out_of_range_are_usage_errors_naming_the_flag() {
+        for (flag, value, why) in [
+            ("--qos", "3", "3 is not in 0..=2"),
+            ("--rate", "0", "0 is not in 1..=1000000"),
+            ("--robots", "0", "0 is not in 1..=10000"),
+            ("--seconds", "0", "0 is not above 0 seconds"),
+        ] {
+            let err = Cli::try_parse_from(["botbus", "bench", flag, value])
+                .err()
+                .map(|e| (e.exit_code(), e.to_string()))
+                .unwrap_or_default();
+            assert_eq!(err.0, 2, "{flag}: {}", err.1);
+            assert!(err.1.contains(flag) && err.1.contains(why), "{}", err.1);
+        }
+        let both = Cli::try_parse_from(["botbus", "bench", "--burst", "10", "--robots", "2"]);
+        assert!(both.is_err(), "--burst and --robots do not go together");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum CliError {
     Fleet(#[from] FleetError),
     #[error(transparent)]
     Sim(#[from] SimError),
+    /// `botbus bench` could not run (no broker, the daemon failed): exit code 1.
+    #[error(transparent)]
+    Bench(crate::bench::BenchError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     /// The reader of standard output went away (`botbus check ... | head`): the command

@@ -3,6 +3,7 @@
 //! only wires these together, so what a user sees is unit-tested here.
 
 pub mod args;
+pub mod bench;
 pub mod check;
 pub mod cmd;
 pub mod echo;

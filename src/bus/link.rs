@@ -57,10 +57,11 @@ pub struct Link {
     pub quickack: QuickAck,
 }
 
-/// Acknowledges the broker's segments at once after each read (TCP_QUICKACK). A broker
-/// with Nagle on (mosquitto's default) holds its next PUBLISH until our ACK of the
-/// previous one, and the kernel's delayed ACK waits up to 40 ms for data to ride on: a
-/// command would wait for it. Linux turns quick-ack mode off by itself, hence every read.
+/// Acknowledges the broker's segments at once (TCP_QUICKACK) after a read that nothing of
+/// ours answers (a PUBACK for our telemetry, say). A broker with Nagle on (mosquitto's
+/// default) holds its next PUBLISH until our ACK of the previous segment, and the kernel's
+/// delayed ACK waits up to 40 ms for data to ride on: a command would wait for it. Linux
+/// turns quick-ack mode off by itself, hence once per such read.
 pub struct QuickAck(Option<std::os::fd::OwnedFd>);
 
 impl QuickAck {

@@ -2,7 +2,7 @@
 //! memory queue for the short-lived fleet tools.
 
 use super::Outgoing;
-use crate::spool::Spool;
+use crate::spool::{FlushNeed, Spool};
 use std::collections::VecDeque;
 
 /// QoS 1/2 messages waiting for the broker, bounded in bytes.
@@ -151,8 +151,11 @@ impl Outbox {
         }
     }
 
-    pub fn needs_flush(&self) -> bool {
-        matches!(self, Outbox::Disk(s) if s.needs_flush())
+    pub fn flush_need(&self) -> FlushNeed {
+        match self {
+            Outbox::Memory(_) => FlushNeed::Nothing,
+            Outbox::Disk(s) => s.flush_need(),
+        }
     }
 
     pub fn flush(&mut self, sync: bool) {

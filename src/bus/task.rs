@@ -9,6 +9,7 @@ use super::link::{self, Link};
 use super::outbox::Outbox;
 use super::{BusConfig, BusStats, Command, Incoming, LinkState, Outgoing};
 use crate::backoff::Backoff;
+use crate::spool::FlushNeed;
 use rumqttc::QoS;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -168,17 +169,24 @@ impl Ctx {
         }
     }
 
-    /// When the next group commit is due, if anything awaits one.
+    /// When the next flush is due: a group commit [`FLUSH_EVERY`] after the first unwritten
+    /// append, or the spool's housekeeping (fsync, head) when that is all there is.
     fn flush_deadline(&mut self) -> Option<Instant> {
-        if !self.outbox.needs_flush() {
-            self.flush_due = None;
-            return None;
+        match self.outbox.flush_need() {
+            FlushNeed::Nothing => {
+                self.flush_due = None;
+                None
+            }
+            FlushNeed::Appends => Some(
+                *self
+                    .flush_due
+                    .get_or_insert_with(|| Instant::now() + FLUSH_EVERY),
+            ),
+            FlushNeed::At(at) => {
+                self.flush_due = None;
+                Some(Instant::from_std(at))
+            }
         }
-        Some(
-            *self
-                .flush_due
-                .get_or_insert_with(|| Instant::now() + FLUSH_EVERY),
-        )
     }
 
     fn flush(&mut self) {
@@ -331,6 +339,8 @@ impl Ctx {
             conn.publish(b);
         }
         let mut shutdown: Option<oneshot::Sender<bool>> = None;
+        // Bytes came in that our kernel has not acknowledged yet.
+        let mut unacked_read = false;
         let ended = loop {
             while conn.can_send() {
                 match self.outbox.next_to_send() {
@@ -340,6 +350,13 @@ impl Ctx {
                     }
                     None => break,
                 }
+            }
+            if std::mem::take(&mut unacked_read) && conn.to_write().is_empty() {
+                // Nothing of ours is about to carry the ACK: send it now, so the broker's
+                // Nagle does not hold its next packet (a command) for our delayed ACK.
+                // When we are about to write, the ACK rides on that instead, saving a
+                // packet and a syscall per read in a burst.
+                quickack.after_read();
             }
             let now = Instant::now();
             if let Some(drained) = conn.shutdown_done(!self.outbox.has_unsent(), now) {
@@ -378,7 +395,7 @@ impl Ctx {
                     Ok(0) => break Ended::Lost(Lost::Closed),
                     Err(e) => break Ended::Lost(Lost::Read(e)),
                     Ok(_) => {
-                        quickack.after_read();
+                        unacked_read = true;
                         if let Err(e) = conn.on_read(Instant::now()) {
                             break Ended::Lost(e);
                         }

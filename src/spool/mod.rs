@@ -34,8 +34,21 @@ const MIN_SEGMENT: u64 = 16 * 1024;
 const MAX_SEGMENT: u64 = 4 * 1024 * 1024;
 /// Recent records kept in memory, so a connected robot never reads its own spool back.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
-/// Data is written at every flush (enough for `kill -9`) and fsynced this often (power cuts).
+/// Data is written at every flush (enough for `kill -9`); it is fsynced (power cuts), and
+/// the acknowledged head recorded, at most this often. A head behind by up to this much
+/// only means a few acknowledged messages are sent again after a crash (at-least-once);
+/// writing it at every group commit cost more than the messages themselves at 1 kHz.
 const FSYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// What a [`Spool::flush`] has to do, and how soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushNeed {
+    Nothing,
+    /// Appends wait to be written: a group commit is due soon.
+    Appends,
+    /// Only housekeeping (fsync, the head): due at this time.
+    At(Instant),
+}
 /// A read-ahead takes at most this many records, or this many bytes (but at least one).
 const READ_RECORDS: usize = 256;
 const READ_BYTES: u64 = 1024 * 1024;
@@ -125,6 +138,8 @@ pub struct Spool {
     prefetch: Prefetch,
     total_bytes: u64,
     last_fsync: Instant,
+    /// When the head was last handed to the I/O thread.
+    last_head: Instant,
     dirty_since_fsync: bool,
     unreadable: u64,
     /// Ids that `drop_oldest` removed while they were in flight: a PUBACK still makes them
@@ -196,6 +211,7 @@ impl Spool {
             cache_limit,
             prefetch: Prefetch::default(),
             last_fsync: Instant::now(),
+            last_head: Instant::now(),
             dirty_since_fsync: false,
             unreadable: 0,
             evicted_in_flight: BTreeSet::new(),
@@ -249,9 +265,19 @@ impl Spool {
         self.total_bytes
     }
 
-    /// Whether anything is buffered for the next [`Spool::flush`].
-    pub fn needs_flush(&self) -> bool {
-        !self.pending.is_empty() || self.head != self.head_written || self.dirty_since_fsync
+    /// What the next [`Spool::flush`] would do, and when it is due.
+    pub fn flush_need(&self) -> FlushNeed {
+        if !self.pending.is_empty() {
+            return FlushNeed::Appends;
+        }
+        let head = (self.head != self.head_written).then_some(self.last_head + FSYNC_EVERY);
+        let sync = self
+            .dirty_since_fsync
+            .then_some(self.last_fsync + FSYNC_EVERY);
+        match head.into_iter().chain(sync).min() {
+            Some(at) => FlushNeed::At(at),
+            None => FlushNeed::Nothing,
+        }
     }
 
     fn start_segment(&mut self) {
@@ -560,14 +586,15 @@ impl Spool {
         }
     }
 
-    /// Group commit: writes everything appended since the last flush in one write, records
-    /// the acknowledged head, and fsyncs at most once a second. With `sync` (at shutdown),
+    /// Group commit: writes everything appended since the last flush in one write; records
+    /// the acknowledged head and fsyncs at most once a second. With `sync` (at shutdown),
     /// waits until all of it, fsync included, is done.
     pub fn flush(&mut self, sync: bool) -> Result<(), SpoolError> {
         self.write_pending();
-        if self.head != self.head_written {
+        if self.head != self.head_written && (sync || self.last_head.elapsed() >= FSYNC_EVERY) {
             self.io.send(Op::Head(self.head));
             self.head_written = self.head;
+            self.last_head = Instant::now();
         }
         if sync {
             self.dirty_since_fsync = false;

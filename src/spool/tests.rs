@@ -33,6 +33,11 @@ async fn next(s: &mut Spool) -> Option<Outgoing> {
     }
 }
 
+/// As if a second had passed since the head was last recorded: the next flush records it.
+fn head_due(s: &mut Spool) {
+    s.last_head = Instant::now() - FSYNC_EVERY;
+}
+
 fn seg_files(dir: &Path) -> Vec<PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -88,6 +93,7 @@ async fn unacknowledged_messages_survive_a_restart() {
         for id in 0..40 {
             s.ack(id);
         }
+        head_due(&mut s);
         s.flush(false).unwrap();
         // Dropped without a clean close, as under kill -9.
     }
@@ -253,9 +259,9 @@ fn records_on_disk(dir: &Path) -> usize {
 async fn a_sync_flush_returns_once_everything_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = filled(dir.path(), 1 << 20, CACHE_BYTES, 50);
-    assert!(s.needs_flush());
+    assert_eq!(s.flush_need(), FlushNeed::Appends);
     s.flush(true).unwrap();
-    assert!(!s.needs_flush());
+    assert_eq!(s.flush_need(), FlushNeed::Nothing);
     assert_eq!(records_on_disk(dir.path()), 50);
     for id in 0..20 {
         s.ack(id);
@@ -331,6 +337,7 @@ async fn a_replay_after_a_restart_is_complete_and_oldest_first() {
         for id in (0..100).chain([150, 4000]) {
             s.ack(id);
         }
+        head_due(&mut s);
         s.flush(false).unwrap();
     }
     let (mut s, rec) = Spool::open_with_cache(dir.path(), 1 << 20, true, 1024).unwrap();
@@ -469,4 +476,35 @@ async fn live_first_reads_a_backlog_beyond_the_cache_back_from_disk() {
     append_all(&mut s, 50..52);
     let want: Vec<u32> = [50, 51].into_iter().chain(0..50).collect();
     assert_eq!(take(&mut s, 52).await, want);
+}
+
+#[tokio::test]
+async fn the_head_is_recorded_at_most_once_a_second_and_a_crash_before_only_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = filled(dir.path(), 1 << 20, CACHE_BYTES, 10);
+        s.flush(false).unwrap();
+        for id in 0..4 {
+            s.ack(id);
+        }
+        // Data is due at once; the head only a second after the last one.
+        match s.flush_need() {
+            FlushNeed::At(at) => assert!(at > Instant::now() + FSYNC_EVERY / 2),
+            other => panic!("{other:?}"),
+        }
+        s.flush(false).unwrap();
+        s.io.barrier();
+        // Killed within that second: the acknowledged four are not lost, only sent again.
+    }
+    let (mut s, rec) = Spool::open(dir.path(), 1 << 20, true).unwrap();
+    assert_eq!(rec.pending, 10);
+    assert_eq!(drain(&mut s).await, (0..10).collect::<Vec<_>>());
+    for id in 0..4 {
+        s.ack(id);
+    }
+    // A shutdown (sync) records it at once.
+    s.flush(true).unwrap();
+    drop(s);
+    let (_, rec) = Spool::open(dir.path(), 1 << 20, true).unwrap();
+    assert_eq!(rec.pending, 6);
 }

@@ -51,6 +51,15 @@ struct Ctx {
     flush_due: Option<Instant>,
 }
 
+/// A shutdown request taken from the control queue.
+struct ShutdownReq {
+    /// Published first (the offline status).
+    last: Vec<Outgoing>,
+    grace: Duration,
+    /// Answers whether everything was acknowledged before the connection closed.
+    done: oneshot::Sender<bool>,
+}
+
 enum Ended {
     Lost(Lost),
     Shutdown,
@@ -153,12 +162,11 @@ impl Ctx {
                         self.close();
                         return None;
                     }
-                    Some(Command::Shutdown { done, .. }) => {
+                    Some(c) => if let Some(req) = self.on_command(c, None, Gate::Stalled) {
                         self.close();
-                        let _ = done.send(false);
+                        let _ = req.done.send(false);
                         return None;
-                    }
-                    Some(c) => self.on_command(c, None, Gate::Stalled),
+                    },
                 },
                 b = self.q.data.recv(), if self.data_open => match b {
                     Some(b) => self.take_data(b, None, Gate::Stalled),
@@ -261,8 +269,14 @@ impl Ctx {
     }
 
     /// A control command. Control publishes are few (acks, status, diagnostics) and never
-    /// wait for device data: QoS 0 goes out even above the high-water mark.
-    fn on_command(&mut self, cmd: Command, conn: Option<&mut Connection>, gate: Gate) {
+    /// wait for device data: QoS 0 goes out even above the high-water mark. A shutdown is
+    /// handed back: what it means depends on whether a connection is up.
+    fn on_command(
+        &mut self,
+        cmd: Command,
+        conn: Option<&mut Connection>,
+        gate: Gate,
+    ) -> Option<ShutdownReq> {
         match cmd {
             Command::Publish(m) => {
                 self.send_or_enqueue(m, conn, gate);
@@ -282,12 +296,11 @@ impl Ctx {
                 }
                 self.cfg.subscriptions.push((f, q));
             }
-            Command::Shutdown { done, .. } => {
-                // Both loops handle a shutdown themselves before calling here; answering
-                // keeps a request that slipped through from hanging its caller.
-                let _ = done.send(false);
+            Command::Shutdown { last, grace, done } => {
+                return Some(ShutdownReq { last, grace, done })
             }
         }
+        None
     }
 
     /// Carries out what the broker's bytes meant.
@@ -412,17 +425,16 @@ impl Ctx {
                     let mut next = Some(cmd);
                     let mut n = 0;
                     while let Some(cmd) = next.take() {
-                        if let Command::Shutdown { last, grace, done } = cmd {
+                        if let Some(req) = self.on_command(cmd, Some(&mut conn), wait.data) {
                             // Samples the devices handed over before stopping go first.
                             while let Ok(b) = self.q.data.try_recv() {
                                 self.take_data(b, Some(&mut conn), wait.data);
                             }
                             // The final messages (offline status) jump the queue.
-                            conn.begin_shutdown(last, grace, Instant::now());
-                            shutdown = Some(done);
+                            conn.begin_shutdown(req.last, req.grace, Instant::now());
+                            shutdown = Some(req.done);
                             break;
                         }
-                        self.on_command(cmd, Some(&mut conn), wait.data);
                         n += 1;
                         if n < DRAIN_COMMANDS {
                             next = self.q.control.try_recv().ok();

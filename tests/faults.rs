@@ -38,28 +38,6 @@ fn mqtt(m: &Msg, key: &str) -> u64 {
     m.u64(&format!("mqtt.{key}"))
 }
 
-fn pump_connected(m: &Msg) -> Option<bool> {
-    lookup(m.diag_device("pump")?, "connected")?.as_bool()
-}
-
-fn pump_frames(m: &Msg) -> u64 {
-    m.diag_device("pump")
-        .and_then(|d| lookup(d, "frames"))
-        .and_then(|f| f.as_u64())
-        .unwrap_or(0)
-}
-
-/// Waits for a diagnostics report with the device open and the broker connected.
-async fn wait_ready(col: &Collector, id: &str) -> Msg {
-    col.wait_msg(
-        &diag_topic(id),
-        DEADLINE,
-        "diagnostics with the device and the broker connected",
-        |m| pump_connected(m) == Some(true) && m.bool("mqtt.connected"),
-    )
-    .await
-}
-
 /// The first diagnostics report on `topic` within `within` that satisfies `pred`, or else
 /// the newest one, so that the caller's assertions say what was wrong.
 async fn settled_diag(
@@ -144,7 +122,7 @@ async fn qos1_stream_through_a_proxy_that_cuts_five_times_and_stalls_once_arrive
             .env("BOTBUS_MQTT__KEEP_ALIVE_S", &ka_s.to_string())
             .env("BOTBUS_DIAGNOSTICS__PERIOD_S", "0.5"),
     );
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
     assert_eq!(
         proxy.connections(),
         1,
@@ -274,7 +252,7 @@ async fn daemon_recovers_from_a_broker_restart_and_resends_everything_the_broker
         &broker,
         state.path(),
     ));
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -374,7 +352,7 @@ async fn replay_after_an_outage(mode: &str) -> Replayed {
             // hundreds of round trips, so live data has every chance to overtake it.
             .env("BOTBUS_SPOOL__BACKLOG_SHARE", "0.01"),
     );
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
     let feeder = Feeder::start(pty, "T", 0, RATE);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -510,7 +488,7 @@ async fn messages_spooled_while_the_broker_was_down_survive_kill_9_and_arrive_af
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
     let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -618,7 +596,7 @@ async fn a_steady_stream_is_on_disk_within_moments_so_kill_9_mid_stream_loses_al
         ));
         if round == 0 {
             let col = Collector::connect(&broker, &[&diag], SessionKind::Clean).await;
-            wait_ready(&col, &id).await;
+            wait_pump_ready(&col, &id).await;
             // Every line from here on is written with the broker gone: only the spool has it.
             blocking(|| broker.stop());
         } else {
@@ -725,7 +703,7 @@ async fn device_path_removed_and_recreated_five_times_resumes_telemetry_within_2
         &broker,
         state.path(),
     ));
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
     pty.write_all(b"tag=T n=0\n").await.unwrap();
     assert!(
         all_arrive(&col, &topic, 0, 1, DEADLINE).await,
@@ -838,7 +816,7 @@ async fn overflow_the_spool(policy: &str) -> (u64, u64, BTreeSet<u64>) {
             .env("BOTBUS_SPOOL__MAX_BYTES", "65536")
             .env("BOTBUS_SPOOL__ON_FULL", policy),
     );
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
 
     blocking(|| broker.stop_graceful());
     // About 115 bytes a record: 1500 messages are 2.6 times the cap.
@@ -939,7 +917,7 @@ async fn truncated_spool_segment_is_recovered_up_to_the_last_whole_record_with_a
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
     let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
     drop(col);
 
     blocking(|| broker.stop());
@@ -1023,7 +1001,7 @@ async fn sigterm_during_a_stream_exits_zero_within_5_s_marks_offline_and_loses_n
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
     let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -1077,7 +1055,7 @@ async fn sigterm_while_the_broker_is_down_exits_zero_within_5_s_and_keeps_the_sp
     let robot = counter_robot(&id, pty.path());
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
     let mut daemon = Daemon::start(fault_daemon(&*robot, &broker, state.path()));
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
     drop(col);
 
     blocking(|| broker.stop());
@@ -1146,7 +1124,7 @@ async fn soak_of_link_cuts_and_broker_restarts_has_no_unexplained_gap_and_flat_m
             .env("BOTBUS_MQTT__KEEP_ALIVE_S", "1")
             .env("BOTBUS_DIAGNOSTICS__PERIOD_S", "1"),
     );
-    wait_ready(&col, &id).await;
+    wait_pump_ready(&col, &id).await;
     let pid = daemon.pid();
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);

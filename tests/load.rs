@@ -14,13 +14,6 @@ const RATE_HZ: f64 = 8000.0;
 const STEADY: u64 = 40_000;
 const BURST: u64 = 40_000;
 
-fn frames(m: &Msg) -> u64 {
-    m.diag_device("pump")
-        .and_then(|d| lookup(d, "frames"))
-        .and_then(|f| f.as_u64())
-        .unwrap_or(0)
-}
-
 struct Outcome {
     written: u64,
     delivered: BTreeSet<u64>,
@@ -41,14 +34,7 @@ async fn steady_then_burst(qos: u8) -> Outcome {
     let col = Collector::connect(&broker, &[&topic, &diag], SessionKind::Clean).await;
     let robot = counter_robot(&id, pty.path()).replace("qos = 1", &format!("qos = {qos}"));
     let _daemon = Daemon::start(DaemonOptions::new(robot, &broker, state.path()));
-    col.wait_msg(&diag, DEADLINE, "diagnostics with the device open", |m| {
-        m.diag_device("pump")
-            .and_then(|d| lookup(d, "connected"))
-            .and_then(|c| c.as_bool())
-            == Some(true)
-            && m.bool("mqtt.connected")
-    })
-    .await;
+    wait_pump_ready(&col, &id).await;
 
     let feeder = Feeder::start(pty, "T", 0, RATE_HZ);
     eventually(Duration::from_secs(30), || feeder.written() >= STEADY).await;
@@ -66,7 +52,7 @@ async fn steady_then_burst(qos: u8) -> Outcome {
             &diag,
             Duration::from_secs(120),
             &format!("diagnostics with all {written} lines read and the spool empty"),
-            |m| frames(m) == written && m.u64("mqtt.spooled") == 0,
+            |m| pump_frames(m) == written && m.u64("mqtt.spooled") == 0,
         )
         .await;
     // Let the tail arrive (QoS 1 must arrive entirely; QoS 0 may fall short).

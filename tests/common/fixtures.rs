@@ -3,7 +3,8 @@
 //! a real NMEA sentence with its hand-worked fix, the shipped demo robot, and MessagePack
 //! encoding of JSON commands.
 
-use super::util::repo_path;
+use super::subscriber::{lookup, Collector, Msg};
+use super::util::{repo_path, DEADLINE};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -112,6 +113,31 @@ pub fn counter_robot(id: &str, path: &Path) -> String {
 "#,
         lines_device("pump", path)
     )
+}
+
+/// Whether a diagnostics report says [`counter_robot`]'s `pump` device is open.
+pub fn pump_connected(m: &Msg) -> Option<bool> {
+    lookup(m.diag_device("pump")?, "connected")?.as_bool()
+}
+
+/// How many lines [`counter_robot`]'s `pump` device has read, by a diagnostics report.
+pub fn pump_frames(m: &Msg) -> u64 {
+    m.diag_device("pump")
+        .and_then(|d| lookup(d, "frames"))
+        .and_then(|f| f.as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits for a diagnostics report of [`counter_robot`] `id` with its device open and the
+/// broker connected (`col` must be subscribed to `robot/<id>/diagnostics`).
+pub async fn wait_pump_ready(col: &Collector, id: &str) -> Msg {
+    col.wait_msg(
+        &format!("robot/{id}/diagnostics"),
+        DEADLINE,
+        "diagnostics with the device and the broker connected",
+        |m| pump_connected(m) == Some(true) && m.bool("mqtt.connected"),
+    )
+    .await
 }
 
 /// robots/demo.toml as shipped.

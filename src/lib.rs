@@ -14,6 +14,8 @@
 //!   writes, shutdown) and each protocol's thin driver (open, next event, write).
 //! - [`stream`]: per-topic `seq`, rate limiting and encoding of telemetry.
 //! - [`bus`]: the one task that owns the MQTT connection, and the handle to it.
+//! - [`tls`]: TLS to the broker: certificates as people make them, the TLS doctor of
+//!   `botbus check`, and handshake failures in plain words.
 //! - [`safety`]: the command checks (limits, age, rate, e-stop), payload decoding, device
 //!   writes, and the sans-IO supervisor (e-stop latch, retained commands, deadman, broker
 //!   loss, safe-write retries, shutdown).
@@ -51,4 +53,5 @@ pub mod spec;
 pub mod spool;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod transport;

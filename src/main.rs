@@ -31,10 +31,15 @@ async fn run_command(cli: Cli) -> Result<()> {
                 .await
                 .context("daemon")?;
         }
-        Command::Check { robot, config } => {
+        Command::Check {
+            robot,
+            config,
+            probe,
+        } => {
             let loaded = load_settings(config.as_deref())?;
             let robot = load_robot(&robot)?;
-            cli::check::report(&loaded, &robot, stdout())?;
+            let found = cli::check::tls_findings(&loaded.settings, probe).await?;
+            cli::check::report(&loaded, &robot, &found, stdout())?;
         }
         Command::Demo { seconds, port } => {
             cli::logging::init(&Settings::default(), Some("warn,rumqttd=off"));

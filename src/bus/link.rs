@@ -2,13 +2,11 @@
 //! X.509 authentication), then CONNECT and the broker's CONNACK.
 
 use super::{BusConfig, Outgoing};
+use crate::tls::{ClientTls, TlsError};
 use bytes::BytesMut;
-use rumqttc::tokio_rustls::rustls;
-use rumqttc::tokio_rustls::TlsConnector;
+use rumqttc::tokio_rustls::client::TlsStream;
 use rumqttc::{ConnectReturnCode, LastWill, Login, Packet, Protocol};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::sync::Arc;
+use rustls_pki_types::ServerName;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,12 +25,10 @@ pub enum LinkError {
     #[error("timed out connecting to {0}")]
     Timeout(String),
     #[error("TLS setup: {0}")]
-    TlsSetup(String),
-    #[error("TLS handshake with {addr}: {source}")]
-    Tls {
-        addr: String,
-        source: std::io::Error,
-    },
+    TlsSetup(#[from] TlsError),
+    /// The handshake failed, or the broker refused us right after it; in plain words.
+    #[error("TLS with {addr}: {reason}")]
+    Tls { addr: String, reason: String },
     #[error("broker refused the connection: {0}")]
     Refused(&'static str),
     #[error("broker closed the connection during CONNECT")]
@@ -46,7 +42,10 @@ pub enum LinkError {
 impl LinkError {
     /// Refusals a retry cannot fix without a config change, worth a louder log line.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, LinkError::Refused(_) | LinkError::TlsSetup(_))
+        matches!(
+            self,
+            LinkError::Refused(_) | LinkError::TlsSetup(_) | LinkError::Tls { .. }
+        )
     }
 }
 
@@ -80,54 +79,6 @@ impl QuickAck {
     }
 }
 
-fn tls_connector(cfg: &BusConfig) -> Result<TlsConnector, LinkError> {
-    let setup = |m: String| LinkError::TlsSetup(m);
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.tls.ca_file {
-        Some(ca) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| setup(format!("{}: {e}", ca.display())))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| setup(format!("{}: {e}", ca.display())))?;
-            if certs.is_empty() {
-                return Err(setup(format!("{}: no certificates in file", ca.display())));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| setup(format!("{}: {e}", ca.display())))?;
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    // The provider is named, not looked up, so a dependency enabling a second rustls
-    // backend cannot turn this into a runtime panic.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| setup(format!("TLS versions: {e}")))?
-        .with_root_certificates(roots);
-    let config = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| setup(format!("{}: {e}", cert.display())))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| setup(format!("{}: {e}", cert.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| setup(format!("{}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| setup(format!("client certificate: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
 fn refusal(code: ConnectReturnCode) -> &'static str {
     match code {
         ConnectReturnCode::Success => "success",
@@ -157,31 +108,76 @@ pub async fn open(cfg: &BusConfig, timeout: Duration) -> Result<Link, LinkError>
 }
 
 async fn open_inner(cfg: &BusConfig, addr: &str) -> Result<Link, LinkError> {
+    let tcp = connect_tcp(cfg, addr).await?;
+    let quickack = QuickAck::of(&tcp);
+    if !cfg.url.tls {
+        let mut stream: Box<dyn Stream> = Box::new(tcp);
+        let rbuf = mqtt_connect(&mut stream, cfg).await?;
+        return Ok(Link {
+            stream,
+            rbuf,
+            quickack,
+        });
+    }
+    // The files are read on every attempt, so fixing them needs no restart.
+    let tls = ClientTls::new(&cfg.tls)?;
+    let mut stream: Box<dyn Stream> = Box::new(handshake(&tls, tcp, cfg, addr).await?);
+    // Under TLS 1.3 the broker checks our certificate after the handshake has ended for
+    // us, so its refusal arrives as an alert on the first read, here.
+    let rbuf = mqtt_connect(&mut stream, cfg).await.map_err(|e| match e {
+        LinkError::Io(io) => LinkError::Tls {
+            addr: addr.to_string(),
+            reason: tls.explain(&io, &cfg.url.host),
+        },
+        other => other,
+    })?;
+    Ok(Link {
+        stream,
+        rbuf,
+        quickack,
+    })
+}
+
+/// A TCP connection to the broker, with Nagle off: telemetry is many small packets, and
+/// Nagle would hold each one back for an ACK.
+pub async fn connect_tcp(cfg: &BusConfig, addr: &str) -> Result<TcpStream, LinkError> {
     let tcp = TcpStream::connect((cfg.url.host.as_str(), cfg.url.port))
         .await
         .map_err(|source| LinkError::Connect {
             addr: addr.to_string(),
             source,
         })?;
-    // Telemetry is many small packets; Nagle would hold each one back for an ack.
     tcp.set_nodelay(true)?;
-    let quickack = QuickAck::of(&tcp);
-    let mut stream: Box<dyn Stream> = if cfg.url.tls {
-        let connector = tls_connector(cfg)?;
-        let name = ServerName::try_from(cfg.url.host.clone())
-            .map_err(|e| LinkError::TlsSetup(format!("server name `{}`: {e}", cfg.url.host)))?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|source| LinkError::Tls {
-                addr: addr.to_string(),
-                source,
-            })?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
-    };
+    Ok(tcp)
+}
 
+/// The TLS handshake, its failure explained in plain words.
+pub async fn handshake(
+    tls: &ClientTls,
+    tcp: TcpStream,
+    cfg: &BusConfig,
+    addr: &str,
+) -> Result<TlsStream<TcpStream>, LinkError> {
+    let name = ServerName::try_from(cfg.url.host.clone()).map_err(|e| {
+        LinkError::TlsSetup(TlsError::Setup(format!(
+            "server name `{}`: {e}",
+            cfg.url.host
+        )))
+    })?;
+    tls.connector()
+        .connect(name, tcp)
+        .await
+        .map_err(|e| LinkError::Tls {
+            addr: addr.to_string(),
+            reason: tls.explain(&e, &cfg.url.host),
+        })
+}
+
+/// CONNECT, then the broker's CONNACK; returns the bytes read after it.
+pub async fn mqtt_connect(
+    stream: &mut Box<dyn Stream>,
+    cfg: &BusConfig,
+) -> Result<BytesMut, LinkError> {
     let connect = rumqttc::Connect {
         protocol: Protocol::V4,
         keep_alive: cfg.keep_alive.as_secs().min(u16::MAX as u64) as u16,
@@ -207,11 +203,7 @@ async fn open_inner(cfg: &BusConfig, addr: &str) -> Result<Link, LinkError> {
                 if ack.code != ConnectReturnCode::Success {
                     return Err(LinkError::Refused(refusal(ack.code)));
                 }
-                return Ok(Link {
-                    stream,
-                    rbuf,
-                    quickack,
-                });
+                return Ok(rbuf);
             }
             Ok(other) => return Err(LinkError::Protocol(format!("{other:?}"))),
             Err(rumqttc::Error::InsufficientBytes(_)) => {

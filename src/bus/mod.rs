@@ -3,7 +3,7 @@
 
 pub mod connection;
 mod data;
-mod link;
+pub mod link;
 pub mod outbox;
 mod oversized;
 pub mod session;

@@ -85,6 +85,7 @@ pub(super) async fn run(
     ctx.publish_gauge();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut ever_connected = false;
+    let mut last_failure: Option<String> = None;
     let url = ctx.cfg.url.to_string();
     loop {
         let opened = {
@@ -97,8 +98,11 @@ pub(super) async fn run(
         };
         match opened {
             Err(e) => {
-                // Logged once per transition; the retries after that are quiet.
-                if backoff.attempts() == 0 {
+                // Logged once per change of state (the first failure, or a different
+                // reason: a fixed certificate that now meets a refused login, say); the
+                // retries that fail the same way are quiet.
+                let reason = e.to_string();
+                if backoff.attempts() == 0 || last_failure.as_ref() != Some(&reason) {
                     if e.is_refusal() {
                         tracing::error!(broker = %url, "broker connection failed: {e}");
                     } else {
@@ -107,12 +111,14 @@ pub(super) async fn run(
                 } else {
                     tracing::debug!(broker = %url, attempt = backoff.attempts(), "broker still unreachable: {e}");
                 }
+                last_failure = Some(reason);
                 let wake = Instant::now() + backoff.next_delay();
                 if ctx.offline_until(sleep_until(wake)).await.is_none() {
                     return;
                 }
             }
             Ok(link) => {
+                last_failure = None;
                 let connected_at = Instant::now();
                 if ever_connected {
                     ctx.stats.reconnects.fetch_add(1, Ordering::Relaxed);

@@ -25,12 +25,17 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate the settings and a robot file; list every topic with its type and QoS.
+    /// Validate the settings and a robot file; list every topic with its type and QoS, and
+    /// check the TLS files (key matches certificate, dates, issuer).
     Check {
         #[arg(long)]
         robot: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also connect to the broker: TLS version, the server's chain and names against
+        /// the URL's host, and whether it accepts our certificate and login.
+        #[arg(long)]
+        probe: bool,
     },
     /// Zero-setup demo: embedded broker, simulated robot, daemon and a live decoded view.
     Demo {

@@ -1,13 +1,34 @@
 //! `botbus check`: after both files validate, the report of what the robot will publish
-//! and accept: every topic with its type, QoS and device, then `ok`.
+//! and accept: every topic with its type, QoS and device, then the TLS doctor's findings
+//! (and, with `--probe`, the broker's), then `ok`, or the number of problems and exit 2.
 
 use super::{CliError, Output};
-use crate::config::{LoadedSettings, Robot};
+use crate::bus::BusConfig;
+use crate::config::{LoadedSettings, Robot, Settings};
 use crate::meta::Topics;
+use crate::tls::doctor::{self, Finding, Level};
 use std::io::Write;
+use std::time::Duration;
+
+/// The TLS doctor on the settings' files, and with `probe` a real connection to the broker.
+pub async fn tls_findings(settings: &Settings, probe: bool) -> Result<Vec<Finding>, CliError> {
+    // Not the robot's client id: a probe must not take over a running daemon's session.
+    let cfg = BusConfig::from_settings(settings, format!("botbus-check-{}", std::process::id()))
+        .map_err(CliError::usage)?;
+    let mut found = doctor::examine(&cfg.tls, cfg.url.tls, crate::tls::inspect::now_s());
+    if probe {
+        found.extend(crate::tls::probe::probe(&cfg, Duration::from_secs(10)).await);
+    }
+    Ok(found)
+}
 
 /// Writes the report for a validated robot and its settings.
-pub fn report(loaded: &LoadedSettings, robot: &Robot, out: impl Write) -> Result<(), CliError> {
+pub fn report(
+    loaded: &LoadedSettings,
+    robot: &Robot,
+    findings: &[Finding],
+    out: impl Write,
+) -> Result<(), CliError> {
     let mut out = Output(out);
     let s = &loaded.settings;
     let topics = Topics::new(&s.mqtt.topic_prefix, &robot.id);
@@ -67,7 +88,20 @@ pub fn report(loaded: &LoadedSettings, robot: &Robot, out: impl Write) -> Result
         topics.diagnostics(),
         s.diagnostics.period_s
     )?;
-    writeln!(out, "ok")
+    for f in findings {
+        writeln!(out, "{f}")?;
+    }
+    match findings.iter().filter(|f| f.level == Level::Error).count() {
+        0 => writeln!(out, "ok"),
+        n => {
+            writeln!(
+                out,
+                "{n} TLS problem{} above: the daemon cannot connect until fixed",
+                if n == 1 { "" } else { "s" }
+            )?;
+            Err(CliError::Exit(2))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,7 +158,7 @@ format = "kv"
 
     fn rendered(loaded: &LoadedSettings) -> Vec<String> {
         let mut out = Vec::new();
-        report(loaded, &robot(), &mut out).unwrap();
+        report(loaded, &robot(), &[], &mut out).unwrap();
         String::from_utf8(out)
             .unwrap()
             .lines()
@@ -196,8 +230,37 @@ format = "kv"
     }
 
     #[test]
+    fn tls_findings_come_before_the_verdict_and_an_error_fails_the_check() {
+        let found = [
+            Finding::fine("ca_file ca.crt: CN=fleet CA"),
+            Finding::warning("cert_file r1.crt (CN=r1) expires soon"),
+        ];
+        let mut out = Vec::new();
+        report(&defaults(), &robot(), &found, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("  tls     ca_file ca.crt: CN=fleet CA\n  warning cert_file r1.crt (CN=r1) expires soon\nok\n"),
+            "{text}"
+        );
+        let found = [
+            Finding::error("key_file r1.key is not the key"),
+            Finding::error("x"),
+        ];
+        let mut out = Vec::new();
+        let err = report(&defaults(), &robot(), &found, &mut out).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(
+                "  error   x\n2 TLS problems above: the daemon cannot connect until fixed\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn check_stops_quietly_when_its_reader_goes_away() {
-        let err = report(&defaults(), &robot(), ClosedPipe).unwrap_err();
+        let err = report(&defaults(), &robot(), &[], ClosedPipe).unwrap_err();
         assert!(matches!(err, CliError::StdoutClosed), "{err:?}");
     }
 }

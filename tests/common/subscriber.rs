@@ -359,6 +359,17 @@ impl Subscriber {
     }
 }
 
+/// Waits on the broker's plain listener for the robot's retained status to say `online`.
+pub async fn sees_online(broker: &Broker, robot: &str, within: Duration) -> bool {
+    let topic = format!("robot/{robot}/status");
+    let mut sub = Subscriber::connect(broker, &[&topic]).await;
+    sub.try_wait_for(within, |m| {
+        m.opt("state").and_then(|s| s.as_str()) == Some("online")
+    })
+    .await
+    .is_some()
+}
+
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.task.abort();

@@ -315,7 +315,13 @@ async fn a_v1_broker_certificate_is_refused_once_in_the_log_with_its_cause_and_f
     let (code, out) = check(d, &url, &env, true);
     assert_eq!(code, 2, "{out}");
     let cause = "the broker's certificate (CN=server) is X.509 v1, which has no subjectAltName";
-    assert!(out.contains(&format!("  error   {cause}")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "  error   TLS with localhost:{}: {cause}",
+            broker.tls_port()
+        )),
+        "{out}"
+    );
     assert!(
         out.contains("botbus certs broker DIR --host localhost"),
         "{out}"
@@ -359,7 +365,7 @@ async fn a_broker_certificate_without_san_or_for_another_host_is_explained() {
     );
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.contains("error   the broker's certificate (CN=nosan) has no subjectAltName; clients check localhost against subjectAltName only"),
+        out.contains(&format!("error   TLS with localhost:{}: the broker's certificate (CN=nosan) has no subjectAltName; clients check localhost against subjectAltName only", nosan.tls_port())),
         "{out}"
     );
 

@@ -67,7 +67,7 @@ async fn run(cfg: &BusConfig, addr: &str, out: &mut Vec<Finding>) {
 /// The server chain as presented, leaf first; after a good handshake, that the leaf names
 /// the host and whether it ends soon (after a failed one, the failure says what is wrong).
 fn chain(tls: &ClientTls, host: &str, verified: bool, out: &mut Vec<Finding>) {
-    let now = super::inspect::now_s();
+    let mut leaf = None;
     for (i, der) in tls.server_chain().iter().enumerate() {
         let info = match CertInfo::parse(der) {
             Ok(info) => info,
@@ -87,20 +87,23 @@ fn chain(tls: &ClientTls, host: &str, verified: bool, out: &mut Vec<Finding>) {
             date(info.not_before),
             date(info.not_after)
         )));
-        if i > 0 || !verified {
-            continue;
+        if i == 0 {
+            leaf = Some(info);
         }
-        out.push(Finding::fine(format!(
-            "server certificate names {host}, the host in mqtt.url"
+    }
+    let Some(leaf) = leaf.filter(|_| verified) else {
+        return;
+    };
+    out.push(Finding::fine(format!(
+        "server certificate names {host}, the host in mqtt.url"
+    )));
+    if leaf.validity_at(super::inspect::now_s()) == Validity::EndingSoon {
+        out.push(Finding::warning(format!(
+            "the broker's certificate ({}) expires on {}; {}",
+            leaf.subject,
+            date(leaf.not_after),
+            diagnose::reissue(host)
         )));
-        if info.validity_at(now) == Validity::EndingSoon {
-            out.push(Finding::warning(format!(
-                "the broker's certificate ({}) expires on {}; {}",
-                info.subject,
-                date(info.not_after),
-                diagnose::reissue(host)
-            )));
-        }
     }
 }
 

@@ -162,6 +162,7 @@ pub enum CertsCommand {
     /// A new CA: DIR/ca.crt (for the broker and every client) and DIR/ca.key (keep it off
     /// the broker and the robots: whoever has it can make identities).
     Ca {
+        /// The folder to write to, created (mode 0700) when missing.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// The CA's common name.
@@ -172,6 +173,7 @@ pub enum CertsCommand {
     },
     /// The broker's server certificate, signed by DIR's CA: DIR/broker.crt, DIR/broker.key.
     Broker {
+        /// The folder of the CA that `botbus certs ca` made.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// A name or IP address clients connect to; repeat it for each. The first is also
@@ -184,6 +186,7 @@ pub enum CertsCommand {
     /// A robot's client certificate, CN = its robot id (the broker's username for the
     /// ACL), signed by DIR's CA: DIR/ID.crt, DIR/ID.key.
     Robot {
+        /// The folder of the CA that `botbus certs ca` made.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// The robot's `id`, as in its robot file.
@@ -194,6 +197,7 @@ pub enum CertsCommand {
     /// A fleet identity's client certificate (fleet tools, controllers), CN = NAME,
     /// signed by DIR's CA: DIR/NAME.crt, DIR/NAME.key.
     Fleet {
+        /// The folder of the CA that `botbus certs ca` made.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// The identity's name; the broker's ACL lists it with `user NAME`.

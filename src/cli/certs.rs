@@ -1,5 +1,5 @@
 //! `botbus certs`: makes the certificates with [`crate::certs`], writes them with
-//! [`files`](self::files) and prints each file written and the next step, so a team goes
+//! its `files` module and prints each file written and the next step, so a team goes
 //! from nothing to mutual TLS with per-robot ACLs by following the output.
 
 mod files;

@@ -32,10 +32,13 @@
 //!   subscriber, commands back, `mosquitto_pub` baseline, simulated fleets).
 //! - [`fleet`]: fleet-side tools (`topic echo`) and MessagePack ↔ JSON.
 //! - [`backoff`]: jittered exponential backoff.
+//! - [`certs`]: `botbus certs`, sans-IO: a CA, the broker's certificate and per-robot and
+//!   fleet client certificates for mutual TLS with per-robot ACLs.
 //! - [`cli`]: the command line's arguments, each command's output and its exit codes.
 pub mod backoff;
 pub mod bench;
 pub mod bus;
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;

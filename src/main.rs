@@ -72,6 +72,9 @@ async fn run_command(cli: Cli) -> Result<()> {
             let opts = cli::bench::options(&conn, args)?;
             cli::bench::run(opts, json, stdout()).await?;
         }
+        Command::Certs { command } => {
+            cli::certs::run(&command, std::time::SystemTime::now(), stdout())?;
+        }
         Command::Topic { command } => match command {
             TopicCommand::Echo {
                 filter,

@@ -93,6 +93,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the certificates for mutual TLS: a CA, the broker's, and one per robot and
+    /// fleet identity (see the README's security section).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +159,68 @@ pub enum TopicCommand {
         #[arg(long)]
         retain: bool,
     },
+}
+
+/// `botbus certs`: each writes `<name>.crt` and `<name>.key` (mode 0600) into DIR.
+#[derive(Subcommand, Debug, Clone)]
+pub enum CertsCommand {
+    /// A new CA: DIR/ca.crt (for the broker and every client) and DIR/ca.key (keep it off
+    /// the broker and the robots: whoever has it can make identities).
+    Ca {
+        /// The folder to write to, created (mode 0700) when missing.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "botbus CA")]
+        name: String,
+        #[command(flatten)]
+        opts: CertsArgs,
+    },
+    /// The broker's server certificate, signed by DIR's CA: DIR/broker.crt, DIR/broker.key.
+    Broker {
+        /// The folder of the CA that `botbus certs ca` made.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A name or IP address clients connect to; repeat it for each. The first is also
+        /// the common name.
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        opts: CertsArgs,
+    },
+    /// A robot's client certificate, CN = its robot id (the broker's username for the
+    /// ACL), signed by DIR's CA: DIR/ID.crt, DIR/ID.key.
+    Robot {
+        /// The folder of the CA that `botbus certs ca` made.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The robot's `id`, as in its robot file.
+        id: String,
+        #[command(flatten)]
+        opts: CertsArgs,
+    },
+    /// A fleet identity's client certificate (fleet tools, controllers), CN = NAME,
+    /// signed by DIR's CA: DIR/NAME.crt, DIR/NAME.key.
+    Fleet {
+        /// The folder of the CA that `botbus certs ca` made.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The identity's name; the broker's ACL lists it with `user NAME`.
+        name: String,
+        #[command(flatten)]
+        opts: CertsArgs,
+    },
+}
+
+/// The flags every `botbus certs` command takes.
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Days the certificate is valid (default: 3650 for a CA, 825 for the others).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub days: Option<u32>,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Why a flag's value is not a number of seconds; clap prints it after the flag's name.

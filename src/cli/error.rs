@@ -25,6 +25,9 @@ pub enum CliError {
     Fleet(#[from] FleetError),
     #[error(transparent)]
     Sim(#[from] SimError),
+    /// `botbus certs` failed other than by its arguments: files, DIR's CA (exit code 1).
+    #[error(transparent)]
+    Certs(#[from] crate::cli::certs::CertsRunError),
     /// `botbus bench` could not run (no broker, the daemon failed): exit code 1.
     #[error(transparent)]
     Bench(crate::bench::BenchError),

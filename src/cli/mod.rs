@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod certs;
 pub mod check;
 pub mod cmd;
 pub mod echo;

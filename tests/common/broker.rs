@@ -52,6 +52,8 @@ pub struct BrokerOptions {
     password: Option<(String, String)>,
     proxy: bool,
     shipped: bool,
+    /// A configuration file with textual substitutions ([`BrokerOptions::config_file`]).
+    file: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl BrokerOptions {
@@ -74,6 +76,19 @@ impl BrokerOptions {
     /// loopback port with its database in the broker's temp dir.
     pub fn shipped_example(mut self) -> Self {
         self.shipped = true;
+        self
+    }
+
+    /// Runs the configuration file at `path` (e.g. one of `config/mosquitto/`) with each
+    /// `(from, to)` of `substitutions` replaced textually, `{port}` in a `to` standing for
+    /// [`Broker::port`] (a free loopback port); its database and log go to the broker's
+    /// temp dir. A `from` the file lacks is an error, so a renamed setting cannot go unseen.
+    pub fn config_file(mut self, path: impl Into<PathBuf>, substitutions: &[(&str, &str)]) -> Self {
+        let subs = substitutions
+            .iter()
+            .map(|(from, to)| (from.to_string(), to.to_string()))
+            .collect();
+        self.file = Some((path.into(), subs));
         self
     }
 
@@ -156,8 +171,31 @@ impl Broker {
         self.dir.path().join(format!("mosquitto-{}.log", self.runs))
     }
 
+    /// [`BrokerOptions::config_file`]'s file with its substitutions made.
+    fn file_config(&self, path: &Path, subs: &[(String, String)]) -> Result<String, String> {
+        let mut text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for (from, to) in subs {
+            if !text.contains(from.as_str()) {
+                return Err(format!("{} has no `{from}`", path.display()));
+            }
+            text = text.replace(from.as_str(), &to.replace("{port}", &self.port.to_string()));
+        }
+        text.push_str(&format!(
+            "\npersistence_location {}/\nlog_dest stderr\nlog_type all\n",
+            self.dir.path().display()
+        ));
+        if euid_is_root() {
+            text.push_str("user root\n");
+        }
+        Ok(text)
+    }
+
     fn config(&self) -> Result<String, String> {
         let o = &self.opts;
+        if let Some((path, subs)) = &o.file {
+            return self.file_config(path, subs);
+        }
         if o.shipped {
             let path = super::util::repo_path("config/mosquitto.conf");
             let shipped = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;

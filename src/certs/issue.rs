@@ -4,12 +4,13 @@
 
 use super::names::{check_ca_name, Host, Identity, Role};
 use super::CertsError;
+use crate::tls::inspect::AltName;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::time::ASN1Time;
 
 /// How far back a certificate's validity starts: the machine that makes it and the broker
@@ -209,39 +210,17 @@ pub struct Summary {
 /// The first certificate in `pem`, summarized; `None` when there is none that parses.
 pub fn summary(pem: &str) -> Option<Summary> {
     let der = first_certificate(pem).ok()?;
-    let (_, x509) = X509Certificate::from_der(&der).ok()?;
-    let role = x509
-        .subject()
-        .iter_organizational_unit()
-        .find_map(|ou| ou.as_str().ok().and_then(Role::from_unit));
-    let hosts = x509
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_string()),
-                    GeneralName::IPAddress(b) => ip_text(b),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let info = crate::tls::inspect::CertInfo::parse(&der).ok()?;
     Some(Summary {
-        common_name: common_name(&x509),
-        role,
-        hosts,
+        role: info.org_units.iter().find_map(|u| Role::from_unit(u)),
+        hosts: info
+            .alt_names
+            .iter()
+            .map(|n| match n {
+                AltName::Dns(d) => d.clone(),
+                AltName::Ip(ip) => ip.to_string(),
+            })
+            .collect(),
+        common_name: info.common_name,
     })
-}
-
-fn ip_text(bytes: &[u8]) -> Option<String> {
-    let ip: std::net::IpAddr = match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
-        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
-        _ => return None,
-    };
-    Some(ip.to_string())
 }

@@ -29,8 +29,12 @@ impl fmt::Display for AltName {
 pub struct CertInfo {
     /// 1 or 3 (2 is never seen in practice).
     pub version: u32,
+    /// `CN=r1`, or the whole name when it has no CN.
     pub subject: String,
     pub issuer: String,
+    pub common_name: Option<String>,
+    /// The subject's OU values (`botbus certs` records the role there).
+    pub org_units: Vec<String>,
     pub alt_names: Vec<AltName>,
     /// Seconds since the Unix epoch.
     pub not_before: i64,
@@ -60,7 +64,20 @@ impl CertInfo {
                 .collect(),
             _ => Vec::new(),
         };
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string);
+        let org_units = cert
+            .subject()
+            .iter_organizational_unit()
+            .filter_map(|ou| ou.as_str().ok().map(str::to_string))
+            .collect();
         Ok(CertInfo {
+            common_name,
+            org_units,
             version: cert.version().0 + 1,
             subject: name_of(cert.subject()),
             issuer: name_of(cert.issuer()),

@@ -92,6 +92,13 @@ pub async fn start(
         streams = catalog.streams.len(), commands = catalog.commands.len(),
         "starting"
     );
+    // The TLS doctor's warnings (an expiry within 30 days, an issuer not in ca_file) at
+    // start, where the journal shows them; its errors appear as the connection's failure.
+    for f in crate::tls::doctor::examine(&cfg.tls, cfg.url.tls, crate::tls::inspect::now_s()) {
+        if f.level == crate::tls::doctor::Level::Warning {
+            tracing::warn!("{}", f.text);
+        }
+    }
     let robot_state = state::robot_dir(&settings.state_dir(), &robot.id)?;
     let (mut spool, recovery) = Spool::open(
         &robot_state.join("spool"),

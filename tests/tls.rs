@@ -85,47 +85,34 @@ fn man_page_ca(dir: &Path, name: &str) {
 }
 
 /// A certificate signed by CA `ca` as the man page signs it (`openssl x509 -req`, so v1),
-/// or with `ext` as an `-extfile` (which makes it v3).
+/// or with `ext` as an `-extfile` (which makes it v3), valid for a year.
 fn signed(dir: &Path, ca: &str, name: &str, form: KeyForm, ext: Option<&str>) -> PathBuf {
-    key(dir, &format!("{name}.key"), form);
-    let mut req = vec![
-        "req",
-        "-out",
-        "x.csr",
-        "-new",
-        "-subj",
-        "",
-        "-key",
-        "",
-        "-passin",
-        "pass:secret",
-    ];
+    signed_for(dir, ca, name, form, ext, 365)
+}
+
+fn signed_for(
+    dir: &Path,
+    ca: &str,
+    name: &str,
+    form: KeyForm,
+    ext: Option<&str>,
+    days: u32,
+) -> PathBuf {
     let (subj, keyfile) = (format!("/CN={name}"), format!("{name}.key"));
-    req[5] = &subj;
-    req[7] = &keyfile;
-    openssl(dir, &req);
-    let (ca_crt, ca_key, out) = (
+    key(dir, &keyfile, form);
+    #[rustfmt::skip]
+    openssl(dir, &["req", "-out", "x.csr", "-new", "-subj", &subj, "-key", &keyfile,
+                   "-passin", "pass:secret"]);
+    let (ca_crt, ca_key, out, days) = (
         format!("{ca}.crt"),
         format!("{ca}.key"),
         format!("{name}.crt"),
+        days.to_string(),
     );
-    let mut args = vec![
-        "x509",
-        "-req",
-        "-in",
-        "x.csr",
-        "-CA",
-        &ca_crt,
-        "-CAkey",
-        &ca_key,
-        "-passin",
-        "pass:capass",
-        "-CAcreateserial",
-        "-out",
-        &out,
-        "-days",
-        "365",
-    ];
+    #[rustfmt::skip]
+    let mut args = vec!["x509", "-req", "-in", "x.csr", "-CA", &ca_crt, "-CAkey", &ca_key,
+                        "-passin", "pass:capass", "-CAcreateserial", "-out", &out,
+                        "-days", &days];
     if let Some(ext) = ext {
         write_file(dir, "ext.cnf", ext);
         args.extend(["-extfile", "ext.cnf"]);
@@ -239,6 +226,34 @@ async fn client_certificates_made_as_the_man_page_says_connect_with_every_key_fo
             d.log()
         );
     }
+}
+
+#[tokio::test]
+async fn the_daemon_warns_at_start_of_a_client_certificate_ending_within_30_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    man_page_ca(d, "ca");
+    signed(d, "ca", "server", KeyForm::Pkcs8, Some(SAN_LOCALHOST));
+    signed_for(d, "ca", "client", KeyForm::Pkcs8, None, 10);
+    let broker = broker(d, "ca", "server");
+    let url = format!("mqtts://localhost:{}", broker.tls_port());
+    let id = unique("ending");
+    let (dm, _s) = daemon(&url, &id, &tls_env(d, "ca", Some("client")));
+    assert!(
+        sees_online(&broker, &id, Duration::from_secs(15)).await,
+        "it still connects: {}",
+        dm.log()
+    );
+    let log = dm.log();
+    let crt = d.join("client.crt").display().to_string();
+    assert!(
+        log.contains(&format!("cert_file {crt} (CN=client) expires on ")),
+        "{log}"
+    );
+    assert!(
+        log.contains("in 9 days") || log.contains("in 10 days"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

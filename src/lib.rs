@@ -52,3 +52,7 @@ pub mod spool;
 pub mod state;
 pub mod stream;
 pub mod transport;
+
+/// Shared pieces of the fuzz targets beside each parser (test builds only).
+#[cfg(test)]
+mod fuzzing;

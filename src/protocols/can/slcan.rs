@@ -7,8 +7,9 @@ use crate::protocols::can::CanFrame;
 use std::fmt::Write;
 use thiserror::Error;
 
-/// The longest slcan line: `T` + 8 id + 1 dlc + 16 data + 4 timestamp.
-const MAX_LINE: usize = 32;
+/// The longest slcan line (`T` + 8 id + 1 dlc + 16 data + 4 timestamp), with room to
+/// spare: a longer one is discarded up to its line end and counted.
+pub const MAX_LINE: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SlcanError {
@@ -153,6 +154,11 @@ impl SlcanDecoder {
     pub fn reset(&mut self) {
         self.buf.clear();
         self.discarding = false;
+    }
+
+    /// Bytes of an unfinished line, at most [`MAX_LINE`].
+    pub fn pending(&self) -> usize {
+        self.buf.len()
     }
 
     pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(Result<SlcanEvent, SlcanError>)) {

@@ -266,6 +266,10 @@ impl Decoder for LinesDecoder {
     fn reset(&mut self) {
         self.framer.reset();
     }
+
+    fn pending(&self) -> usize {
+        self.framer.pending()
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,11 @@ pub fn encode(frame: &CanFrame) -> Vec<u8> {
 }
 
 fn hex(b: &[u8]) -> Option<u32> {
+    // `from_str_radix` also takes a leading `+`, which is no hex digit: `t+12...` is
+    // garbage, not frame 0x12.
+    if !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     let s = std::str::from_utf8(b).ok()?;
     u32::from_str_radix(s, 16).ok()
 }
@@ -206,6 +211,9 @@ impl SlcanDecoder {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -311,6 +319,25 @@ mod tests {
                 timestamp_ms: None
             }))
         );
+    }
+
+    /// Found by fuzzing: `u32::from_str_radix` takes a leading `+`, so `r+aA0` was read as
+    /// a remote frame for id 0xAA.
+    #[test]
+    fn a_plus_sign_is_not_a_hex_digit() {
+        for line in [
+            &b"r+aA0\r"[..],
+            b"t1232+F+F\r",
+            b"t0211FF+A2B\r",
+            b"t12+1FF\r",
+        ] {
+            let e = events(line);
+            assert!(
+                matches!(e[..], [Err(SlcanError::Malformed { .. })]),
+                "{}: {e:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

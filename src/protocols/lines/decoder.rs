@@ -466,6 +466,23 @@ mod tests {
         );
     }
 
+    /// Found by fuzzing: serde_json's default float parsing is off by one unit in the last
+    /// place for some values (1.2800724453021718e45 read as ...17e45).
+    #[test]
+    fn json_numbers_are_read_exactly() {
+        let streams = vec![stream("v", MessageType::Float64, &[], &[("data", "v")])];
+        let out = run(
+            &LineFormat::Json,
+            &streams,
+            b"{\"v\":1.2800724453021718e45}\n",
+        );
+        let s = samples(&out);
+        let Message::Float64(f) = &s[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(f.data, 1.2800724453021718e45);
+    }
+
     #[test]
     fn binary_garbage_is_an_error_and_the_next_line_still_parses() {
         let out = run(

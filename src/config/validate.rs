@@ -293,6 +293,9 @@ mod tests {
     use crate::spec::{FlowControlConfig, ParityConfig, SerialSpec, TransportSpec};
     use std::time::Duration;
 
+    /// A robot `r1` with one text-line device `a`, for tests to add streams and commands to.
+    const LINES_ROBOT: &str = "id = \"r1\"\n[[devices]]\nname = \"a\"\nprotocol = \"lines\"\ntcp = \"h:1\"\nformat = \"kv\"\n";
+
     fn problems(text: &str) -> Vec<String> {
         match Robot::from_str(text, Path::new("robots/t.toml")) {
             Ok(_) => Vec::new(),
@@ -538,6 +541,26 @@ format = "kv"
             "{p:#?}"
         );
         assert!(p.iter().any(|l| l.contains("safe: missing")), "{p:#?}");
+    }
+
+    /// Found by fuzzing: `safe = { left = "" }` on a `map` command with limits on `left`
+    /// validated, and its deadman then had nothing it could write.
+    #[test]
+    fn a_safe_value_of_a_limited_field_must_be_a_number() {
+        let p = problems(&format!(
+            r#"{LINES_ROBOT}
+  [[devices.commands]]
+  actuator = "pump"
+  type = "map"
+  template = "P {{left}} {{mode}}"
+  limits = {{ left = [-5.0, 5.0] }}
+  safe = {{ left = "", mode = "off" }}
+"#
+        ));
+        assert_eq!(
+            p,
+            vec!["robots/t.toml: devices[0].commands[0].safe.left: `left` has limits [-5, 5], so its safe value must be a number"]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn register() -> impl Strategy<Value = Register> {
         RegisterFormat::Bool,
     ]);
     let scale = prop_oneof![Just((1.0, 0.0)), (-1e3..1e3f64, -1e6..1e6f64)]
-        .prop_filter("non-zero scale", |(s, _)| *s != 0.0);
+        .prop_map(|(s, o)| (if s == 0.0 { 1.0 } else { s }, o));
     (
         0u8..3,
         kind,

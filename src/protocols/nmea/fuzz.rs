@@ -62,14 +62,15 @@ proptest! {
     fn one_changed_byte_never_makes_a_new_fix(
         pick in any::<Index>(),
         at in any::<Index>(),
-        byte in any::<u8>(),
+        flip in 1u8..=255,
     ) {
         let seeds = captures();
         let original = pick.get(seeds.as_slice());
         let mut data = original.clone();
         let i = at.index(data.len());
-        prop_assume!(data[i] != byte);
-        data[i] = byte;
+        // XOR with a non-zero byte: always a change, and any new value reachable. (No
+        // rejected cases: proptest caps them per run, which would end a long run.)
+        data[i] ^= flip;
         let before = feed(&[original])?;
         let known = samples(&before);
         for s in samples(&feed(&[&data])?) {
@@ -86,7 +87,9 @@ proptest! {
         let mut d = decoder();
         for line in lines {
             let line: Vec<u8> = line.into_iter().filter(|b| *b != b'\n' && *b != b'\r').collect();
-            prop_assume!(!line.is_empty());
+            if line.is_empty() {
+                continue;
+            }
             let mut out = Vec::new();
             d.feed(&line, Time::default(), &mut out);
             d.feed(b"\r\n", Time::default(), &mut out);

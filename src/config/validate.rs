@@ -563,6 +563,18 @@ format = "kv"
         );
     }
 
+    /// Found by fuzzing: a 5-byte `source` that is not ASCII was sliced inside a character.
+    #[test]
+    fn a_source_that_is_not_ascii_is_a_problem_not_a_panic() {
+        let p = problems(
+            "id = \"r1\"\n[[devices]]\nname = \"gps\"\nprotocol = \"nmea\"\ntcp = \"h:1\"\n  [[devices.streams]]\n  sensor = \"gps/fix\"\n  type = \"sensor_msgs/NavSatFix\"\n  source = \"M🕴\"\n",
+        );
+        assert_eq!(
+            p,
+            vec!["robots/t.toml: devices[0].streams[0].source: `M🕴` is not an NMEA sentence name such as GGA or RMC"]
+        );
+    }
+
     #[test]
     fn dotted_toml_keys_read_as_field_paths_and_relative_paths_resolve() {
         let r = Robot::from_str(

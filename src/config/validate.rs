@@ -19,16 +19,40 @@ pub struct RobotFileError {
     pub problems: Vec<Problem>,
 }
 
+/// `text` with its control characters escaped (`\n` as the two characters `\` `n`), so
+/// a problem quoting a key or value from the file stays on its one line (found by
+/// fuzzing: a name `"c\n"` split its problem over two lines).
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 impl fmt::Display for RobotFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
+            let message = one_line(&p.message);
             if p.path.is_empty() {
-                write!(f, "{}: {}", self.file.display(), p.message)?;
+                write!(f, "{}: {message}", self.file.display())?;
             } else {
-                write!(f, "{}: {}: {}", self.file.display(), p.path, p.message)?;
+                write!(
+                    f,
+                    "{}: {}: {message}",
+                    self.file.display(),
+                    one_line(&p.path)
+                )?;
             }
         }
         Ok(())
@@ -560,6 +584,15 @@ format = "kv"
         assert_eq!(
             p,
             vec!["robots/t.toml: devices[0].commands[0].safe.left: `left` has limits [-5, 5], so its safe value must be a number"]
+        );
+    }
+
+    #[test]
+    fn each_problem_is_one_line_whatever_the_file_quotes() {
+        let p = problems("id = \"r\\n1\"\n");
+        assert_eq!(
+            p,
+            vec!["robots/t.toml: id: `r\\n1` is not a valid name: use letters, digits, `_` or `-`"]
         );
     }
 

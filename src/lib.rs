@@ -58,3 +58,7 @@ pub mod state;
 pub mod stream;
 pub mod tls;
 pub mod transport;
+
+/// Shared pieces of the fuzz targets beside each parser (test builds only).
+#[cfg(test)]
+mod fuzzing;

@@ -343,4 +343,7 @@ impl Connection {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests;

@@ -6,6 +6,9 @@ pub mod robot;
 pub mod settings;
 mod validate;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use crate::spec::{
     valid_name, Command, Limit, OutOfRange, Problem, SerialSpec, StreamSpec, TransportSpec,
     RESERVED_SEGMENTS,

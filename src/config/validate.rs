@@ -19,16 +19,40 @@ pub struct RobotFileError {
     pub problems: Vec<Problem>,
 }
 
+/// `text` with its control characters escaped (`\n` as the two characters `\` `n`), so
+/// a problem quoting a key or value from the file stays on its one line (found by
+/// fuzzing: a name `"c\n"` split its problem over two lines).
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 impl fmt::Display for RobotFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
+            let message = one_line(&p.message);
             if p.path.is_empty() {
-                write!(f, "{}: {}", self.file.display(), p.message)?;
+                write!(f, "{}: {message}", self.file.display())?;
             } else {
-                write!(f, "{}: {}: {}", self.file.display(), p.path, p.message)?;
+                write!(
+                    f,
+                    "{}: {}: {message}",
+                    self.file.display(),
+                    one_line(&p.path)
+                )?;
             }
         }
         Ok(())
@@ -293,6 +317,9 @@ mod tests {
     use crate::spec::{FlowControlConfig, ParityConfig, SerialSpec, TransportSpec};
     use std::time::Duration;
 
+    /// A robot `r1` with one text-line device `a`, for tests to add streams and commands to.
+    const LINES_ROBOT: &str = "id = \"r1\"\n[[devices]]\nname = \"a\"\nprotocol = \"lines\"\ntcp = \"h:1\"\nformat = \"kv\"\n";
+
     fn problems(text: &str) -> Vec<String> {
         match Robot::from_str(text, Path::new("robots/t.toml")) {
             Ok(_) => Vec::new(),
@@ -538,6 +565,47 @@ format = "kv"
             "{p:#?}"
         );
         assert!(p.iter().any(|l| l.contains("safe: missing")), "{p:#?}");
+    }
+
+    /// Found by fuzzing: `safe = { left = "" }` on a `map` command with limits on `left`
+    /// validated, and its deadman then had nothing it could write.
+    #[test]
+    fn a_safe_value_of_a_limited_field_must_be_a_number() {
+        let p = problems(&format!(
+            r#"{LINES_ROBOT}
+  [[devices.commands]]
+  actuator = "pump"
+  type = "map"
+  template = "P {{left}} {{mode}}"
+  limits = {{ left = [-5.0, 5.0] }}
+  safe = {{ left = "", mode = "off" }}
+"#
+        ));
+        assert_eq!(
+            p,
+            vec!["robots/t.toml: devices[0].commands[0].safe.left: `left` has limits [-5, 5], so its safe value must be a number"]
+        );
+    }
+
+    #[test]
+    fn each_problem_is_one_line_whatever_the_file_quotes() {
+        let p = problems("id = \"r\\n1\"\n");
+        assert_eq!(
+            p,
+            vec!["robots/t.toml: id: `r\\n1` is not a valid name: use letters, digits, `_` or `-`"]
+        );
+    }
+
+    /// Found by fuzzing: a 5-byte `source` that is not ASCII was sliced inside a character.
+    #[test]
+    fn a_source_that_is_not_ascii_is_a_problem_not_a_panic() {
+        let p = problems(
+            "id = \"r1\"\n[[devices]]\nname = \"gps\"\nprotocol = \"nmea\"\ntcp = \"h:1\"\n  [[devices.streams]]\n  sensor = \"gps/fix\"\n  type = \"sensor_msgs/NavSatFix\"\n  source = \"M🕴\"\n",
+        );
+        assert_eq!(
+            p,
+            vec!["robots/t.toml: devices[0].streams[0].source: `M🕴` is not an NMEA sentence name such as GGA or RMC"]
+        );
     }
 
     #[test]

@@ -14,13 +14,18 @@ use crate::protocols::modbus::{plan, Answer, ReadRequest, RegisterKind, SampleMa
 use crate::protocols::Output;
 use crate::spec::TransportSpec;
 use crate::transport;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
-use tokio_modbus::client::{Context, Reader, Writer};
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
+use tokio_modbus::{Request, Response};
+
+#[cfg(test)]
+mod fuzz;
 
 /// Consecutive failures after which a unit counts as gone.
 const UNIT_DOWN_AFTER: u32 = 3;
@@ -99,6 +104,114 @@ fn classify<T>(
     }
 }
 
+/// One read on the bus, answered within `timeout` with exactly what was asked.
+pub async fn read(
+    ctx: &mut Context,
+    req: &ReadRequest,
+    timeout: Duration,
+) -> Result<Answer, Failure> {
+    ctx.set_slave(Slave(req.unit));
+    let (a, n) = (req.address, req.count);
+    let request = match req.kind {
+        RegisterKind::Holding => Request::ReadHoldingRegisters(a, n),
+        RegisterKind::Input => Request::ReadInputRegisters(a, n),
+        RegisterKind::Coil => Request::ReadCoils(a, n),
+        RegisterKind::Discrete => Request::ReadDiscreteInputs(a, n),
+    };
+    // `Client::call`, not the `Reader` methods: those only `debug_assert` the answer's
+    // size (a panic in a debug build, a short answer in a release build).
+    let r = tokio::time::timeout(timeout, ctx.call(request)).await;
+    answer(req, classify(r)?)
+}
+
+/// One write on the bus, confirmed within `timeout` by the unit's exact echo.
+pub async fn write(ctx: &mut Context, op: &WriteOp, timeout: Duration) -> Result<(), Failure> {
+    let (unit, request) = match op {
+        WriteOp::Coil {
+            unit,
+            address,
+            value,
+        } => (*unit, Request::WriteSingleCoil(*address, *value)),
+        WriteOp::Registers {
+            unit,
+            address,
+            words,
+        } if words.len() == 1 => (*unit, Request::WriteSingleRegister(*address, words[0])),
+        WriteOp::Registers {
+            unit,
+            address,
+            words,
+        } => (
+            *unit,
+            Request::WriteMultipleRegisters(*address, Cow::Borrowed(words)),
+        ),
+    };
+    ctx.set_slave(Slave(unit));
+    let r = tokio::time::timeout(timeout, ctx.call(request)).await;
+    confirm(op, classify(r)?)
+}
+
+/// A read's answer, checked against the request: tokio-modbus reads any count the unit
+/// sends, and an answer with fewer registers than asked would leave the stream without a
+/// sample and without a counted error.
+pub fn answer(req: &ReadRequest, response: Response) -> Result<Answer, Failure> {
+    let n = req.count as usize;
+    let wrong = |got: usize, what: &str| {
+        Err(Failure::Link(format!(
+            "asked for {n} {what} at {}, the answer has {got}",
+            req.address
+        )))
+    };
+    match (req.kind, response) {
+        (RegisterKind::Holding, Response::ReadHoldingRegisters(words))
+        | (RegisterKind::Input, Response::ReadInputRegisters(words)) => {
+            if words.len() == n {
+                Ok(Answer::Words(words))
+            } else {
+                wrong(words.len(), "registers")
+            }
+        }
+        (RegisterKind::Coil, Response::ReadCoils(mut bits))
+        | (RegisterKind::Discrete, Response::ReadDiscreteInputs(mut bits)) => {
+            // Bits come packed in whole bytes, so the answer holds the count rounded up to 8.
+            if bits.len() == n.div_ceil(8) * 8 {
+                bits.truncate(n);
+                Ok(Answer::Bits(bits))
+            } else {
+                wrong(bits.len(), "coils")
+            }
+        }
+        (_, other) => Err(Failure::Link(format!(
+            "answer of another function: {:?}",
+            other.function_code()
+        ))),
+    }
+}
+
+/// A write's echo, checked against the write: a unit confirms a write by repeating its
+/// address and value (or count), so another echo means it did something else.
+pub fn confirm(op: &WriteOp, response: Response) -> Result<(), Failure> {
+    let exact = match (op, &response) {
+        (WriteOp::Coil { address, value, .. }, Response::WriteSingleCoil(a, v)) => {
+            a == address && v == value
+        }
+        (WriteOp::Registers { address, words, .. }, Response::WriteSingleRegister(a, w)) => {
+            words.len() == 1 && a == address && *w == words[0]
+        }
+        (WriteOp::Registers { address, words, .. }, Response::WriteMultipleRegisters(a, n)) => {
+            words.len() > 1 && a == address && *n as usize == words.len()
+        }
+        _ => false,
+    };
+    if exact {
+        Ok(())
+    } else {
+        Err(Failure::Link(format!(
+            "the unit's echo {response:?} does not match the write {op:?}"
+        )))
+    }
+}
+
 impl ModbusDriver {
     /// Builds the driver; `diag` is the port's entry, `unit_diag` makes each unit's.
     pub fn new(
@@ -155,49 +268,11 @@ impl ModbusDriver {
     }
 
     async fn call(&self, ctx: &mut Context, req: &ReadRequest) -> Result<Answer, Failure> {
-        ctx.set_slave(Slave(req.unit));
-        let (a, n) = (req.address, req.count);
-        let r = tokio::time::timeout(self.timeout, async {
-            match req.kind {
-                RegisterKind::Holding => ctx
-                    .read_holding_registers(a, n)
-                    .await
-                    .map(|r| r.map(Answer::Words)),
-                RegisterKind::Input => ctx
-                    .read_input_registers(a, n)
-                    .await
-                    .map(|r| r.map(Answer::Words)),
-                RegisterKind::Coil => ctx.read_coils(a, n).await.map(|r| r.map(Answer::Bits)),
-                RegisterKind::Discrete => ctx
-                    .read_discrete_inputs(a, n)
-                    .await
-                    .map(|r| r.map(Answer::Bits)),
-            }
-        })
-        .await;
-        classify(r)
+        read(ctx, req, self.timeout).await
     }
 
     async fn write_op(&self, ctx: &mut Context, op: &WriteOp) -> Result<(), Failure> {
-        let unit = match op {
-            WriteOp::Coil { unit, .. } | WriteOp::Registers { unit, .. } => *unit,
-        };
-        ctx.set_slave(Slave(unit));
-        let r = tokio::time::timeout(self.timeout, async {
-            match op {
-                WriteOp::Coil { address, value, .. } => {
-                    ctx.write_single_coil(*address, *value).await
-                }
-                WriteOp::Registers { address, words, .. } if words.len() == 1 => {
-                    ctx.write_single_register(*address, words[0]).await
-                }
-                WriteOp::Registers { address, words, .. } => {
-                    ctx.write_multiple_registers(*address, words).await
-                }
-            }
-        })
-        .await;
-        classify(r)
+        write(ctx, op, self.timeout).await
     }
 
     /// Books a request's outcome against its unit, and says whether the port must be
@@ -382,5 +457,73 @@ impl Driver for ModbusDriver {
             }
         }
         Written { result, ended }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(kind: RegisterKind, count: u16) -> ReadRequest {
+        ReadRequest {
+            unit: 1,
+            kind,
+            address: 7,
+            count,
+            members: Vec::new(),
+        }
+    }
+
+    /// Found by fuzzing: a unit answering three registers to a read of two panicked a debug
+    /// build inside tokio-modbus (a `debug_assert`), and in a release build a short answer
+    /// left the stream without a sample and without a counted error.
+    #[test]
+    fn an_answer_of_another_size_is_a_link_failure() {
+        let holding = read(RegisterKind::Holding, 2);
+        assert_eq!(
+            answer(&holding, Response::ReadHoldingRegisters(vec![1, 2])),
+            Ok(Answer::Words(vec![1, 2]))
+        );
+        assert_eq!(
+            answer(&holding, Response::ReadHoldingRegisters(vec![1, 2, 3]))
+                .unwrap_err()
+                .to_string(),
+            "link failure: asked for 2 registers at 7, the answer has 3"
+        );
+        assert!(answer(&holding, Response::ReadHoldingRegisters(vec![1])).is_err());
+        assert!(answer(&holding, Response::ReadInputRegisters(vec![1, 2])).is_err());
+        // Ten coils come in two bytes: sixteen bits, of which the first ten count.
+        let coils = read(RegisterKind::Coil, 10);
+        let bits = |n: usize| (0..n).map(|i| i % 3 == 0).collect::<Vec<bool>>();
+        assert_eq!(
+            answer(&coils, Response::ReadCoils(bits(16))),
+            Ok(Answer::Bits(bits(10)))
+        );
+        assert!(answer(&coils, Response::ReadCoils(bits(8))).is_err());
+        assert!(answer(&coils, Response::ReadCoils(bits(24))).is_err());
+    }
+
+    /// Found by fuzzing, as above: a write echo that differs was only `debug_assert`ed.
+    #[test]
+    fn a_write_is_confirmed_only_by_its_exact_echo() {
+        let coil = WriteOp::Coil {
+            unit: 1,
+            address: 3,
+            value: true,
+        };
+        assert_eq!(confirm(&coil, Response::WriteSingleCoil(3, true)), Ok(()));
+        assert!(confirm(&coil, Response::WriteSingleCoil(3, false)).is_err());
+        assert!(confirm(&coil, Response::WriteSingleCoil(4, true)).is_err());
+        let words = WriteOp::Registers {
+            unit: 1,
+            address: 10,
+            words: vec![5, 6],
+        };
+        assert_eq!(
+            confirm(&words, Response::WriteMultipleRegisters(10, 2)),
+            Ok(())
+        );
+        assert!(confirm(&words, Response::WriteMultipleRegisters(10, 1)).is_err());
+        assert!(confirm(&words, Response::WriteSingleRegister(10, 5)).is_err());
     }
 }

@@ -91,6 +91,9 @@ pub trait Decoder: Send {
     fn feed(&mut self, bytes: &[u8], stamp: Time, out: &mut Vec<Output>);
     /// Drops partial input, after the device was reopened.
     fn reset(&mut self);
+    /// Bytes of an unfinished frame held for the next `feed`. Never more than the
+    /// protocol's line limit: a device that never ends a line cannot grow memory.
+    fn pending(&self) -> usize;
     /// Bytes to send each time the device is opened (e.g. an adapter's setup).
     fn setup(&self) -> Vec<u8> {
         Vec::new()

@@ -147,10 +147,13 @@ impl Checker {
 
     /// A `*_hz` key as the least time between two events; `Some(None)` when not given.
     pub fn rate(&mut self, at: &str, key: &str, hz: Option<f64>) -> Option<Option<Duration>> {
+        // A rate so small that its interval overflows a Duration (found by fuzzing:
+        // `max_rate_hz = 1e-308` panicked) is refused like any other bad rate.
+        let interval = |h: f64| Duration::try_from_secs_f64(1.0 / h).ok();
         match hz {
             None => Some(None),
-            Some(h) if h.is_finite() && h > 0.0 && h <= 1_000_000.0 => {
-                Some(Some(Duration::from_secs_f64(1.0 / h)))
+            Some(h) if h.is_finite() && h > 0.0 && h <= 1_000_000.0 && interval(h).is_some() => {
+                Some(interval(h))
             }
             Some(h) => {
                 self.problem(
@@ -407,6 +410,18 @@ mod tests {
                 "s.max_rate_hz: must be a positive number of hertz, not -1",
             ]
         );
+    }
+
+    /// Found by fuzzing: a rate whose interval overflows a Duration panicked.
+    #[test]
+    fn a_rate_too_small_to_time_is_a_problem_not_a_panic() {
+        let mut ck = Checker::default();
+        assert_eq!(ck.rate("s", "max_rate_hz", Some(1.5e-308)), None);
+        assert_eq!(
+            ck.rate("s", "max_rate_hz", Some(1e-6)),
+            Some(Some(Duration::from_secs(1_000_000)))
+        );
+        assert_eq!(ck.problems.len(), 1);
     }
 
     #[test]

@@ -207,7 +207,21 @@ impl Checker {
                     continue;
                 }
             };
-            if let (Some(l), Some(x)) = (limits.iter().find(|l| l.path == path), value.as_f64()) {
+            let limit = limits.iter().find(|l| l.path == path);
+            if let (Some(l), Scalar::Str(_) | Scalar::Bool(_)) = (limit, &value) {
+                // A command's value for a field with limits must be a number (the safety
+                // layer refuses anything else), and so must the value it is left at.
+                self.problem(
+                    pat,
+                    format!(
+                        "`{path}` has limits [{}, {}], so its safe value must be a number",
+                        l.min, l.max
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+            if let (Some(l), Some(x)) = (limit, value.as_f64()) {
                 if x < l.min || x > l.max {
                     self.problem(
                         pat,

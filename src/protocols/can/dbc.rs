@@ -255,6 +255,19 @@ fn to_signed(raw: u64, size: u32) -> i64 {
     ((raw << shift) as i64) >> shift
 }
 
+/// The physical values a signal's bits can hold (raw × factor + offset over its raw
+/// range), lowest first, counting at most `max_bits` of its size.
+pub fn bits_range(s: &SignalDef, max_bits: u32) -> (f64, f64) {
+    let bits = s.size.min(max_bits) as i32;
+    let (raw_lo, raw_hi) = if s.signed {
+        (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0)
+    } else {
+        (0.0, 2f64.powi(bits) - 1.0)
+    };
+    let (a, b) = (raw_lo * s.factor + s.offset, raw_hi * s.factor + s.offset);
+    (a.min(b), a.max(b))
+}
+
 /// The physical value: raw × factor + offset. Integral results stay integers.
 pub fn physical(s: &SignalDef, raw: u64) -> Scalar {
     let r = if s.signed {
@@ -395,6 +408,9 @@ pub fn encode(m: &MessageDef, values: &[(String, f64)]) -> Result<Vec<u8>, Encod
     }
     Ok(data)
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

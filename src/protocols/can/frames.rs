@@ -138,6 +138,10 @@ impl Decoder for SlcanProtocol {
         self.decoder.reset();
     }
 
+    fn pending(&self) -> usize {
+        self.decoder.pending()
+    }
+
     fn setup(&self) -> Vec<u8> {
         self.setup.clone()
     }

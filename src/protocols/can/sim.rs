@@ -147,14 +147,8 @@ impl SlcanSim {
 /// A value inside both the signal's DBC range and what its bits can hold, moving with time.
 fn plausible(s: &dbc::SignalDef, t: f64, i: usize) -> f64 {
     let wave = (t / 4.0 + i as f64).sin();
-    let bits = s.size.min(52) as i32;
-    let (raw_lo, raw_hi) = if s.signed {
-        (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0)
-    } else {
-        (0.0, 2f64.powi(bits) - 1.0)
-    };
-    let (a, b) = (raw_lo * s.factor + s.offset, raw_hi * s.factor + s.offset);
-    let (mut lo, mut hi) = (a.min(b), a.max(b));
+    // 52 bits at most, so every value on the grid is an exact f64.
+    let (mut lo, mut hi) = dbc::bits_range(s, 52);
     if s.min != 0.0 || s.max != 0.0 {
         lo = lo.max(s.min);
         hi = hi.min(s.max);

@@ -7,8 +7,9 @@ use crate::protocols::can::CanFrame;
 use std::fmt::Write;
 use thiserror::Error;
 
-/// The longest slcan line: `T` + 8 id + 1 dlc + 16 data + 4 timestamp.
-const MAX_LINE: usize = 32;
+/// The longest slcan line (`T` + 8 id + 1 dlc + 16 data + 4 timestamp), with room to
+/// spare: a longer one is discarded up to its line end and counted.
+pub const MAX_LINE: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SlcanError {
@@ -88,6 +89,11 @@ pub fn encode(frame: &CanFrame) -> Vec<u8> {
 }
 
 fn hex(b: &[u8]) -> Option<u32> {
+    // `from_str_radix` also takes a leading `+`, which is no hex digit: `t+12...` is
+    // garbage, not frame 0x12.
+    if !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     let s = std::str::from_utf8(b).ok()?;
     u32::from_str_radix(s, 16).ok()
 }
@@ -155,6 +161,11 @@ impl SlcanDecoder {
         self.discarding = false;
     }
 
+    /// Bytes of an unfinished line, at most [`MAX_LINE`].
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(Result<SlcanEvent, SlcanError>)) {
         for &b in bytes {
             match b {
@@ -198,6 +209,9 @@ impl SlcanDecoder {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -305,6 +319,25 @@ mod tests {
                 timestamp_ms: None
             }))
         );
+    }
+
+    /// Found by fuzzing: `u32::from_str_radix` takes a leading `+`, so `r+aA0` was read as
+    /// a remote frame for id 0xAA.
+    #[test]
+    fn a_plus_sign_is_not_a_hex_digit() {
+        for line in [
+            &b"r+aA0\r"[..],
+            b"t1232+F+F\r",
+            b"t0211FF+A2B\r",
+            b"t12+1FF\r",
+        ] {
+            let e = events(line);
+            assert!(
+                matches!(e[..], [Err(SlcanError::Malformed { .. })]),
+                "{}: {e:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

@@ -266,6 +266,10 @@ impl Decoder for LinesDecoder {
     fn reset(&mut self) {
         self.framer.reset();
     }
+
+    fn pending(&self) -> usize {
+        self.framer.pending()
+    }
 }
 
 #[cfg(test)]
@@ -460,6 +464,23 @@ mod tests {
                 "not a JSON object: the line is JSON but not an object"
             ]
         );
+    }
+
+    /// Found by fuzzing: serde_json's default float parsing is off by one unit in the last
+    /// place for some values (1.2800724453021718e45 read as ...17e45).
+    #[test]
+    fn json_numbers_are_read_exactly() {
+        let streams = vec![stream("v", MessageType::Float64, &[], &[("data", "v")])];
+        let out = run(
+            &LineFormat::Json,
+            &streams,
+            b"{\"v\":1.2800724453021718e45}\n",
+        );
+        let s = samples(&out);
+        let Message::Float64(f) = &s[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(f.data, 1.2800724453021718e45);
     }
 
     #[test]

@@ -8,6 +8,9 @@ pub mod sim;
 pub mod template;
 pub mod validate;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::{LineFormatConfig, LinesCommandConfig, LinesConfig, LinesStreamConfig};
 pub use decoder::*;
 pub use template::Template;

@@ -57,6 +57,10 @@ struct Spec {
 impl Template {
     /// Parses a template; `{{` and `}}` are literal braces.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        // Inside a placeholder too: the template is written to the robot file on one line.
+        if text.contains(['\n', '\r']) {
+            return Err(TemplateError::MultiLine);
+        }
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut chars = text.char_indices().peekable();
@@ -93,7 +97,6 @@ impl Template {
                         spec,
                     });
                 }
-                c if c == '\n' || c == '\r' => return Err(TemplateError::MultiLine),
                 c => lit.push(c),
             }
         }
@@ -184,7 +187,9 @@ fn parse_spec(s: &str) -> Result<Spec, TemplateError> {
 fn format_scalar(v: &Scalar, spec: Spec, out: &mut String) {
     let body = match (v, spec.precision) {
         (Scalar::Float(f), Some(p)) => format!("{f:.p$}"),
-        (Scalar::Int(i), Some(p)) => format!("{:.p$}", *i as f64),
+        // Exactly, not through an f64: above 2^53 that would send a neighbouring number.
+        (Scalar::Int(i), Some(0)) => format!("{i}"),
+        (Scalar::Int(i), Some(p)) => format!("{i}.{:0<p$}", ""),
         (Scalar::Float(f), None) => format!("{f}"),
         (Scalar::Int(i), None) => format!("{i}"),
         (Scalar::Bool(b), _) => (if *b { "1" } else { "0" }).to_string(),
@@ -215,6 +220,9 @@ fn format_scalar(v: &Scalar, spec: Spec, out: &mut String) {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::messages::MessageType;
@@ -241,6 +249,22 @@ mod tests {
         let mut s = String::new();
         t.render(&twist(1.5, -2.0), &mut s).unwrap();
         assert_eq!(s, "{+001.50}     -2\n");
+    }
+
+    /// Found by fuzzing: an integer with a precision went through an f64, so 2^54 + 1
+    /// reached the device as 2^54.
+    #[test]
+    fn integers_render_exactly_whatever_the_precision() {
+        let t = Template::parse("{a:.0} {a:.2} {a:+024.1}").unwrap();
+        let mut m = MessageType::Map.new_message();
+        m.set_path("a", &Scalar::Int(18_014_398_509_481_985))
+            .unwrap();
+        let mut s = String::new();
+        t.render(&m, &mut s).unwrap();
+        assert_eq!(
+            s,
+            "18014398509481985 18014398509481985.00 +000018014398509481985.0\n"
+        );
     }
 
     #[test]
@@ -276,6 +300,11 @@ mod tests {
         assert_eq!(err("D {x:65}"), "width 65 in `:65` is more than 64");
         assert_eq!(
             err("D 1\nD 2"),
+            "must be one line; the newline is appended when writing"
+        );
+        // Inside a placeholder too (found by fuzzing).
+        assert_eq!(
+            err("D {\nlinear.x}"),
             "must be one line; the newline is appended when writing"
         );
     }

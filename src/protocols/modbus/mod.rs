@@ -7,6 +7,9 @@ pub mod registers;
 pub mod sim;
 pub mod validate;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::{
     ModbusCommandConfig, ModbusConfig, ModbusStreamConfig, RegisterConfig, RegisterFormat,
     RegisterKind, WordOrder, WriteConfig,

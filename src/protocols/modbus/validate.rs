@@ -90,8 +90,17 @@ fn stream(
     let t = ck.msg_type(at, &s.msg_type, &non_can_types());
     let (poll_hz, register_configs, fields_table) = (s.poll_hz, s.registers, s.fields);
     let spec = ck.stream(at, stream_keys!(s), t, device_frame);
+    // `try_`: a rate so small that its interval overflows a Duration is refused, not a panic.
     let interval = match poll_hz {
-        h if h.is_finite() && h > 0.0 && h <= 1000.0 => Some(Duration::from_secs_f64(1.0 / h)),
+        h if h.is_finite() && h > 0.0 && h <= 1000.0 => {
+            Duration::try_from_secs_f64(1.0 / h).ok().or_else(|| {
+                ck.problem(
+                    format!("{at}.poll_hz"),
+                    format!("{h} Hz is too slow to time"),
+                );
+                None
+            })
+        }
         h => {
             ck.problem(
                 format!("{at}.poll_hz"),

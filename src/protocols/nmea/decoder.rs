@@ -229,6 +229,10 @@ impl Decoder for NmeaDecoder {
     fn reset(&mut self) {
         self.framer.reset();
     }
+
+    fn pending(&self) -> usize {
+        self.framer.pending()
+    }
 }
 
 /// Data field `i` (0 = the first after the address) of a checked sentence, as a number.

@@ -7,6 +7,9 @@ pub mod decoder;
 pub mod sim;
 pub mod validate;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::{NmeaConfig, NmeaStreamConfig};
 pub use decoder::*;
 pub use validate::{Nmea, NMEA_IDLE_TIMEOUT_MS};

@@ -86,7 +86,9 @@ fn stream(
             format!("`{source_text}` is not an NMEA sentence name such as GGA or RMC"),
         );
     }
-    let formatter = if source.len() == 5 {
+    // Only sliced once known to be ASCII: `M🕴` is 5 bytes too (found by fuzzing: it
+    // panicked here).
+    let formatter = if source_ok && source.len() == 5 {
         &source[2..]
     } else {
         &source[..]

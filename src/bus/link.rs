@@ -112,7 +112,7 @@ async fn open_inner(cfg: &BusConfig, addr: &str) -> Result<Link, LinkError> {
     let quickack = QuickAck::of(&tcp);
     if !cfg.url.tls {
         let mut stream: Box<dyn Stream> = Box::new(tcp);
-        let rbuf = mqtt_connect(&mut stream, cfg).await?;
+        let rbuf = mqtt_connect(&mut stream, cfg, None, addr).await?;
         return Ok(Link {
             stream,
             rbuf,
@@ -122,15 +122,7 @@ async fn open_inner(cfg: &BusConfig, addr: &str) -> Result<Link, LinkError> {
     // The files are read on every attempt, so fixing them needs no restart.
     let tls = ClientTls::new(&cfg.tls)?;
     let mut stream: Box<dyn Stream> = Box::new(handshake(&tls, tcp, cfg, addr).await?);
-    // Under TLS 1.3 the broker checks our certificate after the handshake has ended for
-    // us, so its refusal arrives as an alert on the first read, here.
-    let rbuf = mqtt_connect(&mut stream, cfg).await.map_err(|e| match e {
-        LinkError::Io(io) => LinkError::Tls {
-            addr: addr.to_string(),
-            reason: tls.explain(&io, &cfg.url.host),
-        },
-        other => other,
-    })?;
+    let rbuf = mqtt_connect(&mut stream, cfg, Some(&tls), addr).await?;
     Ok(Link {
         stream,
         rbuf,
@@ -173,8 +165,27 @@ pub async fn handshake(
         })
 }
 
-/// CONNECT, then the broker's CONNACK; returns the bytes read after it.
+/// CONNECT, then the broker's CONNACK; returns the bytes read after it. Over TLS
+/// (`tls`), an I/O failure is explained: under TLS 1.3 the broker checks our certificate
+/// after the handshake has ended for us, so its refusal arrives as an alert here.
 pub async fn mqtt_connect(
+    stream: &mut Box<dyn Stream>,
+    cfg: &BusConfig,
+    tls: Option<&ClientTls>,
+    addr: &str,
+) -> Result<BytesMut, LinkError> {
+    exchange_connect(stream, cfg)
+        .await
+        .map_err(|e| match (e, tls) {
+            (LinkError::Io(io), Some(tls)) => LinkError::Tls {
+                addr: addr.to_string(),
+                reason: tls.explain(&io, &cfg.url.host),
+            },
+            (other, _) => other,
+        })
+}
+
+async fn exchange_connect(
     stream: &mut Box<dyn Stream>,
     cfg: &BusConfig,
 ) -> Result<BytesMut, LinkError> {

@@ -29,15 +29,12 @@ pub async fn probe(cfg: &BusConfig, timeout: Duration) -> Vec<Finding> {
 async fn run(cfg: &BusConfig, addr: &str, out: &mut Vec<Finding>) {
     let tcp = match link::connect_tcp(cfg, addr).await {
         Ok(t) => t,
-        Err(e) => return out.push(Finding::error(format!("broker {addr}: {e}"))),
+        Err(e) => return out.push(Finding::error(e.to_string())),
     };
     if !cfg.url.tls {
         let mut stream: Box<dyn Stream> = Box::new(tcp);
-        return out.push(connack(
-            link::mqtt_connect(&mut stream, cfg).await,
-            addr,
-            None,
-        ));
+        let r = link::mqtt_connect(&mut stream, cfg, None, addr).await;
+        return out.push(connack(r, addr, "(plain, unencrypted)"));
     }
     let tls = match ClientTls::new(&cfg.tls) {
         Ok(t) => t,
@@ -60,8 +57,8 @@ async fn run(cfg: &BusConfig, addr: &str, out: &mut Vec<Finding>) {
             .unwrap_or_default()
     )));
     let mut stream: Box<dyn Stream> = Box::new(stream);
-    let r = link::mqtt_connect(&mut stream, cfg).await;
-    out.push(connack(r, addr, Some((&tls, &cfg.url.host))));
+    let r = link::mqtt_connect(&mut stream, cfg, Some(&tls), addr).await;
+    out.push(connack(r, addr, "over TLS"));
 }
 
 /// The server chain as presented, leaf first; after a good handshake, that the leaf names
@@ -107,26 +104,9 @@ fn chain(tls: &ClientTls, host: &str, verified: bool, out: &mut Vec<Finding>) {
     }
 }
 
-fn connack(
-    r: Result<bytes::BytesMut, LinkError>,
-    addr: &str,
-    tls: Option<(&ClientTls, &str)>,
-) -> Finding {
+fn connack(r: Result<bytes::BytesMut, LinkError>, addr: &str, how: &str) -> Finding {
     match r {
-        Ok(_) => Finding::fine(format!(
-            "broker {addr}: MQTT CONNECT accepted{}",
-            if tls.is_some() {
-                " over TLS"
-            } else {
-                " (plain, unencrypted)"
-            }
-        )),
-        Err(LinkError::Io(io)) => match tls {
-            Some((tls, host)) => {
-                Finding::error(format!("broker {addr}: {}", tls.explain(&io, host)))
-            }
-            None => Finding::error(format!("broker {addr}: {io}")),
-        },
-        Err(e) => Finding::error(format!("broker {addr}: {e}")),
+        Ok(_) => Finding::fine(format!("broker {addr}: MQTT CONNECT accepted {how}")),
+        Err(e) => Finding::error(e.to_string()),
     }
 }

@@ -204,40 +204,26 @@ fn examine_cert(
 }
 
 fn examine_key(key: &Path, cert: &Path, leaf: Option<&CertInfo>, out: &mut Vec<Finding>) {
-    let label = format!("key_file {}", key.display());
-    let der = match files::private_key(key) {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let (signer, form) = match verify::signing_key(key, &provider) {
         Ok(k) => k,
         Err(e) => return out.push(Finding::error(e.to_string())),
     };
-    let form = match &der {
-        rustls_pki_types::PrivateKeyDer::Pkcs1(_) => "PKCS#1 RSA",
-        rustls_pki_types::PrivateKeyDer::Sec1(_) => "SEC1 EC",
-        _ => "PKCS#8",
-    };
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let signer = match provider.key_provider.load_private_key(der) {
-        Ok(s) => s,
-        Err(e) => {
-            return out.push(Finding::error(
-                TlsError::BadKey {
-                    path: key.into(),
-                    detail: e.to_string(),
-                }
-                .to_string(),
-            ))
-        }
-    };
     let Some(leaf) = leaf else { return };
-    match signer.public_key() {
-        Some(spki) if !verify::same_key(&spki, &leaf.public_key) => out.push(Finding::error(
+    out.push(if verify::is_key_of(signer.as_ref(), leaf) {
+        Finding::fine(format!(
+            "key_file {}: {form} key of cert_file",
+            key.display()
+        ))
+    } else {
+        Finding::error(
             TlsError::KeyMismatch {
                 cert: cert.into(),
                 key: key.into(),
             }
             .to_string(),
-        )),
-        _ => out.push(Finding::fine(format!("{label}: {form} key of cert_file"))),
-    }
+        )
+    });
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use rumqttc::tokio_rustls::rustls;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -99,20 +99,12 @@ impl Identity {
             path: cert.into(),
             detail,
         })?;
-        let signer = provider
-            .key_provider
-            .load_private_key(files::private_key(key)?)
-            .map_err(|e| TlsError::BadKey {
-                path: key.into(),
-                detail: e.to_string(),
-            })?;
-        if let Some(spki) = signer.public_key() {
-            if !same_key(&spki, &info.public_key) {
-                return Err(TlsError::KeyMismatch {
-                    cert: cert.into(),
-                    key: key.into(),
-                });
-            }
+        let (signer, _) = signing_key(key, provider)?;
+        if !is_key_of(signer.as_ref(), &info) {
+            return Err(TlsError::KeyMismatch {
+                cert: cert.into(),
+                key: key.into(),
+            });
         }
         Ok(Identity {
             key: Arc::new(CertifiedKey::new(chain, signer)),
@@ -121,11 +113,36 @@ impl Identity {
     }
 }
 
-/// Whether a signing key's SubjectPublicKeyInfo holds the certificate's public key bits.
-pub fn same_key(spki: &[u8], cert_key: &[u8]) -> bool {
+/// The private key in `path`, ready to sign, and the form it was written in.
+pub fn signing_key(
+    path: &Path,
+    provider: &CryptoProvider,
+) -> Result<(Arc<dyn SigningKey>, &'static str), TlsError> {
+    let der = files::private_key(path)?;
+    let form = match &der {
+        PrivateKeyDer::Pkcs1(_) => "PKCS#1 RSA",
+        PrivateKeyDer::Sec1(_) => "SEC1 EC",
+        _ => "PKCS#8",
+    };
+    let signer = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| TlsError::BadKey {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+    Ok((signer, form))
+}
+
+/// Whether `signer` is the key of `cert`: its SubjectPublicKeyInfo holds the certificate's
+/// public key bits. A key that cannot show its public half is given the benefit of the
+/// doubt; the broker's handshake then decides.
+pub fn is_key_of(signer: &dyn SigningKey, cert: &CertInfo) -> bool {
     use x509_parser::prelude::FromDer;
-    x509_parser::x509::SubjectPublicKeyInfo::from_der(spki)
-        .is_ok_and(|(_, k)| k.subject_public_key.data.as_ref() == cert_key)
+    signer.public_key().is_none_or(|spki| {
+        x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki)
+            .is_ok_and(|(_, k)| k.subject_public_key.data.as_ref() == cert.public_key.as_slice())
+    })
 }
 
 impl ResolvesClientCert for Identity {

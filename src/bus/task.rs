@@ -98,11 +98,11 @@ pub(super) async fn run(
         };
         match opened {
             Err(e) => {
-                // Logged once per change of state (the first failure, or a different
-                // reason: a fixed certificate that now meets a refused login, say); the
-                // retries that fail the same way are quiet.
+                // Logged once per change of state (the first failure since start or the
+                // last connection, or a different reason: a fixed certificate that now
+                // meets a refused login, say); retries that fail the same way are quiet.
                 let reason = e.to_string();
-                if backoff.attempts() == 0 || last_failure.as_ref() != Some(&reason) {
+                if last_failure.as_ref() != Some(&reason) {
                     if e.is_refusal() {
                         tracing::error!(broker = %url, "broker connection failed: {e}");
                     } else {

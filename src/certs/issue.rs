@@ -4,14 +4,12 @@
 
 use super::names::{check_ca_name, Host, Identity, Role};
 use super::CertsError;
-use crate::tls::inspect::AltName;
+use crate::tls::inspect::{day, AltName, CertInfo};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use x509_parser::prelude::{FromDer, X509Certificate};
-use x509_parser::time::ASN1Time;
 
 /// How far back a certificate's validity starts: the machine that makes it and the broker
 /// or robot that checks it rarely agree on the time to the second, and a certificate that
@@ -51,12 +49,9 @@ impl Validity {
 
 /// `YYYY-MM-DD` (UTC) of `t`.
 fn date(t: SystemTime) -> String {
-    let secs = t
+    day(t
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    ASN1Time::from_timestamp(secs)
-        .map(|a| a.to_datetime().date().to_string())
-        .unwrap_or_else(|_| format!("{secs} s after 1970"))
+        .map_or(0, |d| d.as_secs() as i64))
 }
 
 /// A new certificate and its private key, both PEM.
@@ -119,16 +114,15 @@ impl Ca {
     /// CA and a key that is not the certificate's, which would sign leaves nobody trusts.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, CertsError> {
         let der = first_certificate(cert_pem).map_err(CertsError::CaCert)?;
-        let (_, x509) =
-            X509Certificate::from_der(&der).map_err(|e| CertsError::CaCert(e.to_string()))?;
-        if !x509.is_ca() {
+        let info = CertInfo::parse(&der).map_err(CertsError::CaCert)?;
+        if !info.is_ca {
             return Err(CertsError::NotACa);
         }
         let key = KeyPair::from_pem(key_pem).map_err(|e| CertsError::CaKey(e.to_string()))?;
-        if key.public_key_raw() != &*x509.public_key().subject_public_key.data {
+        if key.public_key_raw() != info.public_key.as_slice() {
             return Err(CertsError::CaKeyMismatch);
         }
-        let name = common_name(&x509).unwrap_or_default();
+        let name = info.common_name.unwrap_or_default();
         // rcgen copies the CA's subject and key identifier from the certificate itself, so
         // each leaf's issuer and authority key identifier match it exactly.
         let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key)
@@ -190,11 +184,6 @@ fn first_certificate(pem: &str) -> Result<Vec<u8>, String> {
         }
     }
     Err("no `BEGIN CERTIFICATE` block".to_string())
-}
-
-fn common_name(x509: &X509Certificate<'_>) -> Option<String> {
-    let cn = x509.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_string)
 }
 
 /// What an existing certificate file holds, for the CLI's hints and checks.

@@ -150,16 +150,20 @@ impl CertInfo {
 
 /// A Unix time as a calendar date and time, for messages.
 pub fn date(secs: i64) -> String {
-    x509_parser::time::ASN1Time::from_timestamp(secs)
-        .map(|t| {
+    match x509_parser::time::ASN1Time::from_timestamp(secs) {
+        Ok(t) => {
             let d = t.to_datetime();
-            format!(
-                "{} {:02}:{:02} UTC",
-                d.date(),
-                d.time().hour(),
-                d.time().minute()
-            )
-        })
+            format!("{} {:02}:{:02} UTC", d.date(), d.hour(), d.minute())
+        }
+        // Out of the calendar's range: `day` says so in seconds.
+        Err(_) => day(secs),
+    }
+}
+
+/// A Unix time as a calendar day, `YYYY-MM-DD` (UTC).
+pub fn day(secs: i64) -> String {
+    x509_parser::time::ASN1Time::from_timestamp(secs)
+        .map(|t| t.to_datetime().date().to_string())
         .unwrap_or_else(|_| format!("{secs} s after 1970"))
 }
 

@@ -1,10 +1,9 @@
 //! TLS, mutual X.509 authentication and username/password login against a real mosquitto,
-//! with certificates made for each run (rcgen) and a password file made by mosquitto_passwd.
+//! with certificates made for each run (botbus's `certs` module) and a password file made by mosquitto_passwd.
 
 mod common;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,50 +16,18 @@ struct Pki {
     other_ca: PathBuf,
 }
 
-fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(params, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'static, KeyPair>,
-    names: &[&str],
-    purpose: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, names[0]);
-    params.extended_key_usages.push(purpose);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 fn pki(dir: &Path) -> Pki {
-    let (ca_pem, issuer) = ca("botbus test CA");
-    let (server_pem, server_key) = leaf(
-        &issuer,
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_pem, client_key) =
-        leaf(&issuer, &["robot-r1"], ExtendedKeyUsagePurpose::ClientAuth);
-    let (other_pem, _) = ca("some other CA");
+    let (ca_pem, ca) = pki::ca("botbus test CA");
+    let server = pki::broker(&ca, &["localhost", "127.0.0.1"]);
+    let client = pki::robot(&ca, "robot-r1", &pki::year());
+    let (other_pem, _) = pki::ca("some other CA");
     let w = |name: &str, text: &str| write_file(dir, name, text);
     Pki {
         ca: w("ca.pem", &ca_pem),
-        server_cert: w("server.pem", &server_pem),
-        server_key: w("server.key", &server_key),
-        client_cert: w("client.pem", &client_pem),
-        client_key: w("client.key", &client_key),
+        server_cert: w("server.pem", &server.cert_pem),
+        server_key: w("server.key", &server.key_pem),
+        client_cert: w("client.pem", &client.cert_pem),
+        client_key: w("client.key", &client.key_pem),
         other_ca: w("other-ca.pem", &other_pem),
     }
 }

@@ -460,24 +460,13 @@ async fn the_broker_refusing_our_certificate_or_its_absence_is_said_plainly() {
 
 #[tokio::test]
 async fn check_reports_a_mismatched_key_an_expired_certificate_and_a_wrong_ca_in_one_run() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = |name: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let k = KeyPair::generate().unwrap();
-        let pem = p.self_signed(&k).unwrap().pem();
-        (pem, Issuer::new(p, k))
-    };
-    let (ca_pem, _) = ca("fleet CA");
-    let (_, other) = ca("another CA");
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "r1");
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2025, 1, 1);
-    let cert = p.signed_by(&KeyPair::generate().unwrap(), &other).unwrap();
+    let (ca_pem, _) = pki::ca("fleet CA");
+    let (_, other) = pki::ca("another CA");
+    // 2024-01-01 for 366 days: expired on 2025-01-01.
+    let cert = pki::robot(&other, "r1", &pki::validity_from(1_704_067_200, 366));
+    let stray = pki::robot(&other, "r2", &pki::year());
     let env = vec![
         (
             "BOTBUS_MQTT__CA_FILE".to_string(),
@@ -485,11 +474,13 @@ async fn check_reports_a_mismatched_key_an_expired_certificate_and_a_wrong_ca_in
         ),
         (
             "BOTBUS_MQTT__CERT_FILE".into(),
-            write_file(d, "r1.crt", &cert.pem()).display().to_string(),
+            write_file(d, "r1.crt", &cert.cert_pem)
+                .display()
+                .to_string(),
         ),
         (
             "BOTBUS_MQTT__KEY_FILE".into(),
-            write_file(d, "r1.key", &KeyPair::generate().unwrap().serialize_pem())
+            write_file(d, "r1.key", &stray.key_pem)
                 .display()
                 .to_string(),
         ),

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod daemon;
 pub mod fixtures;
 pub mod peers;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod pty;

@@ -1,9 +1,11 @@
-//! The doctor against certificates made for each test with rcgen, written to real files.
+//! The doctor against certificates made for each test by `crate::certs`, written to real
+//! files.
 
 use super::*;
+use crate::certs::{new_ca, Ca, Identity, Role, Validity};
 use crate::tls::inspect::now_s;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct Dir(tempfile::TempDir);
 
@@ -18,32 +20,26 @@ impl Dir {
     }
 }
 
-fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let pem = params.self_signed(&key).unwrap().pem();
-    (pem, Issuer::new(params, key))
+fn year() -> Validity {
+    Validity::new(SystemTime::now(), 365).unwrap()
 }
 
-/// A client certificate for CN `cn`; `expired` puts its end in 2020.
-fn client(issuer: &Issuer<'static, KeyPair>, cn: &str, expired: bool) -> (String, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2020, 1, 1);
-    }
-    let key = KeyPair::generate().unwrap();
-    (
-        params.signed_by(&key, issuer).unwrap().pem(),
-        key.serialize_pem(),
-    )
+fn ca(name: &str) -> (String, Ca) {
+    let issued = new_ca(name, &year()).unwrap();
+    let ca = Ca::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
+    (issued.cert_pem, ca)
+}
+
+/// A robot's certificate and key for CN `cn`; `expired` makes it 2019-01-01 to 2020-01-01.
+fn client(ca: &Ca, cn: &str, expired: bool) -> (String, String) {
+    let validity = if expired {
+        Validity::new(UNIX_EPOCH + Duration::from_secs(1_546_300_800), 365).unwrap()
+    } else {
+        year()
+    };
+    let id = Identity::new(Role::Robot, cn).unwrap();
+    let issued = ca.client(&id, &validity).unwrap();
+    (issued.cert_pem, issued.key_pem)
 }
 
 fn files(ca: &Path, cert: &Path, key: &Path) -> TlsFiles {

@@ -70,10 +70,9 @@ fn frames(case: usize, id: u32) -> Vec<CanFrame> {
             }
             CanFrame {
                 id,
-                extended: false,
-                rtr: false,
                 dlc: 8,
                 data: data.to_vec(),
+                ..CanFrame::default()
             }
         })
         .collect()

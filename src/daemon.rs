@@ -159,10 +159,7 @@ pub async fn start(
                 streams,
                 ..
             }) => {
-                let driver = SocketCanDriver {
-                    interface: interface.clone(),
-                    core: CanCore::new(streams),
-                };
+                let driver = SocketCanDriver::new(interface.clone(), CanCore::new(streams));
                 diags.push(parts.spawn_counted(driver));
             }
             DeviceKind::Can(Can {

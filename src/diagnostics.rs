@@ -4,6 +4,7 @@
 use crate::bus::BusStats;
 use crate::messages::{Header, Time};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ pub struct DeviceDiag {
     last_error: Mutex<Option<String>>,
     /// Polls that missed their deadline, for polled devices (Modbus).
     missed: Option<AtomicU64>,
+    /// Protocol-specific counts (a CAN bus's error frames and bus-offs), by name.
+    counters: Mutex<BTreeMap<&'static str, u64>>,
     /// Errors since the last log line, so a noisy device logs a summary, not a flood.
     log_gate: Mutex<(Instant, u64)>,
 }
@@ -42,6 +45,7 @@ impl DeviceDiag {
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
             missed,
+            counters: Mutex::new(BTreeMap::new()),
             log_gate: Mutex::new((Instant::now() - LOG_EVERY, 0)),
         }
     }
@@ -55,6 +59,23 @@ impl DeviceDiag {
 
     pub fn missed_polls(&self) -> Option<u64> {
         self.missed.as_ref().map(|m| m.load(Ordering::Relaxed))
+    }
+
+    /// Adds one to a protocol-specific counter, reported under `counters`.
+    pub fn count(&self, counter: &'static str) {
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(counter)
+            .or_default() += 1;
+    }
+
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records the link state; true when it changed, so callers log transitions only.
@@ -112,6 +133,10 @@ pub struct DeviceReport {
     /// Extension, for polled devices: polls that missed their deadline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed_polls: Option<u64>,
+    /// Extension: protocol-specific counts (`error_frames` and `bus_off` on a CAN bus),
+    /// left out while all are zero.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +178,7 @@ pub fn report(
                 errors: d.errors(),
                 last_error: d.last_error(),
                 missed_polls: d.missed_polls(),
+                counters: d.counters(),
             })
             .collect(),
         mqtt: MqttReport {

@@ -306,7 +306,8 @@ pub struct StringMsg {
 }
 impl_fields!(StringMsg { header, data });
 
-/// `can_msgs/Frame`; `data` is MessagePack bin.
+/// `can_msgs/Frame`; `data` is MessagePack bin. `is_fd` is our extension: a CAN FD frame
+/// (up to 64 data bytes), which ROS's classic message cannot say.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Frame {
@@ -315,6 +316,7 @@ pub struct Frame {
     pub is_extended: bool,
     pub is_rtr: bool,
     pub is_error: bool,
+    pub is_fd: bool,
     pub dlc: u8,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
@@ -339,6 +341,7 @@ impl Fields for Frame {
                     "is_extended" => self.is_extended.set_path(rest, value),
                     "is_rtr" => self.is_rtr.set_path(rest, value),
                     "is_error" => self.is_error.set_path(rest, value),
+                    "is_fd" => self.is_fd.set_path(rest, value),
                     "dlc" => self.dlc.set_path(rest, value),
                     _ => Err(FieldError::Unknown),
                 }
@@ -353,6 +356,7 @@ impl Fields for Frame {
             "is_extended" => self.is_extended.get_path(rest),
             "is_rtr" => self.is_rtr.get_path(rest),
             "is_error" => self.is_error.get_path(rest),
+            "is_fd" => self.is_fd.get_path(rest),
             "dlc" => self.dlc.get_path(rest),
             "data" if rest.is_empty() => Some(Scalar::Str(hex_encode(&self.data))),
             _ => None,
@@ -363,7 +367,7 @@ impl Fields for Frame {
         match head {
             "header" => Header::kind_of(rest),
             "id" => u32::kind_of(rest),
-            "is_extended" | "is_rtr" | "is_error" => bool::kind_of(rest),
+            "is_extended" | "is_rtr" | "is_error" | "is_fd" => bool::kind_of(rest),
             "dlc" => u8::kind_of(rest),
             "data" if rest.is_empty() => Some(FieldKind::Bytes),
             _ => None,
@@ -378,7 +382,15 @@ impl Fields for Frame {
             }
         };
         Header::leaf_paths(&p("header"), out);
-        for n in ["id", "is_extended", "is_rtr", "is_error", "dlc", "data"] {
+        for n in [
+            "id",
+            "is_extended",
+            "is_rtr",
+            "is_error",
+            "is_fd",
+            "dlc",
+            "data",
+        ] {
             out.push(p(n));
         }
     }

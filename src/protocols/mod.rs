@@ -46,6 +46,18 @@ pub enum ProtocolError {
     Lines(#[from] lines::LinesError),
     #[error("{0}")]
     Can(String),
+    #[error(transparent)]
+    CanBus(#[from] can::BusFault),
+}
+
+impl ProtocolError {
+    /// The diagnostics counters, beside `errors`, that this error adds one to.
+    pub fn counters(&self) -> &'static [&'static str] {
+        match self {
+            ProtocolError::CanBus(fault) => fault.counters(),
+            _ => &[],
+        }
+    }
 }
 
 /// What a command (or a safe state) asks a device to do.

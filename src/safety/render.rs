@@ -90,6 +90,7 @@ pub fn render(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Rend
                 id: message.id,
                 extended: message.extended,
                 rtr: false,
+                fd: message.fd,
                 dlc: data.len() as u8,
                 data,
             }))
@@ -118,6 +119,7 @@ pub fn render(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Rend
                 id: f.id,
                 extended: f.is_extended,
                 rtr: f.is_rtr,
+                fd: f.is_fd || f.data.len() > 8,
                 dlc: f.dlc,
                 data: f.data.clone(),
             }))

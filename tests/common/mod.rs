@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod broker;
+pub mod can;
 pub mod daemon;
 pub mod fixtures;
 pub mod peers;

@@ -88,6 +88,8 @@ pub struct MessageDef {
     /// The 11- or 29-bit identifier.
     pub id: u32,
     pub extended: bool,
+    /// Sent as a CAN FD frame: the file says so (`VFrameFormat`), or it is longer than 8.
+    pub fd: bool,
     pub dlc: u8,
     pub signals: Vec<SignalDef>,
 }
@@ -104,6 +106,32 @@ fn numeric(v: &can_dbc::NumericValue) -> f64 {
         can_dbc::NumericValue::Int(i) => *i as f64,
         can_dbc::NumericValue::Double(d) => *d,
     }
+}
+
+/// Whether the file declares a message CAN FD: its `VFrameFormat` (or the attribute's
+/// default) names a `StandardCAN_FD` or `ExtendedCAN_FD` entry. The value is an index into
+/// the attribute's own enum list, which tools write with different lengths, so the name is
+/// looked up rather than the number trusted (as cantools does).
+fn declared_fd(dbc: &can_dbc::Dbc, id: can_dbc::MessageId) -> bool {
+    let names = dbc.attribute_definitions.iter().find_map(|d| match d {
+        can_dbc::AttributeDefinition::Message(name, can_dbc::AttributeValueType::Enum(names))
+            if name == "VFrameFormat" =>
+        {
+            Some(names)
+        }
+        _ => None,
+    });
+    let name = match dbc.resolved_message_attribute(id, "VFrameFormat") {
+        Some(can_dbc::AttributeValue::String(s)) => Some(s.as_str()),
+        Some(can_dbc::AttributeValue::Uint(i)) => {
+            names.and_then(|n| n.get(*i as usize)).map(String::as_str)
+        }
+        Some(can_dbc::AttributeValue::Int(i)) => names
+            .and_then(|n| n.get(usize::try_from(*i).ok()?))
+            .map(String::as_str),
+        _ => None,
+    };
+    name.is_some_and(|n| n.ends_with("CAN_FD"))
 }
 
 impl Database {
@@ -166,6 +194,7 @@ impl Database {
                 name: m.name.clone(),
                 id,
                 extended,
+                fd: m.size > 8 || declared_fd(&dbc, m.id),
                 dlc: m.size.min(64) as u8,
                 signals,
             });
@@ -439,6 +468,39 @@ mod tests {
 
     fn get(v: &[(String, Scalar)], name: &str) -> Scalar {
         v.iter().find(|(n, _)| n == name).unwrap().1.clone()
+    }
+
+    #[test]
+    fn can_fd_is_what_vframeformat_names_or_a_length_past_eight() {
+        let p = format!("{}/tests/data/arm_fd.dbc", env!("CARGO_MANIFEST_DIR"));
+        let db = Database::load(Path::new(&p)).unwrap();
+        let fd = |name: &str| db.message(name).unwrap().fd;
+        assert!(fd("ARM_STATE"), "64 bytes, and declared FD");
+        assert!(fd("ARM_GOAL"), "8 bytes, declared FD by VFrameFormat 14");
+        assert!(!fd("ARM_HEARTBEAT"), "the default, StandardCAN");
+        assert_eq!(db.message("ARM_STATE").unwrap().dlc, 64);
+
+        // A shorter enum list, as some tools write it: index 2 is StandardCAN_FD there.
+        let short = r#"VERSION ""
+NS_ :
+BS_:
+BU_: A
+BO_ 16 SHORT_FD: 8 A
+ SG_ X : 0|8@1+ (1,0) [0|255] "" A
+BO_ 17 PLAIN: 8 A
+ SG_ Y : 0|8@1+ (1,0) [0|255] "" A
+BA_DEF_ BO_ "VFrameFormat" ENUM "StandardCAN","ExtendedCAN","StandardCAN_FD","ExtendedCAN_FD";
+BA_DEF_DEF_ "VFrameFormat" "StandardCAN";
+BA_ "VFrameFormat" BO_ 16 2;
+BA_ "VFrameFormat" BO_ 17 1;
+"#;
+        let db = Database::parse(short).unwrap();
+        assert!(db.message("SHORT_FD").unwrap().fd);
+        assert!(!db.message("PLAIN").unwrap().fd);
+        // The real files declare nothing and have no message past 8 bytes.
+        for f in ["comma_body.dbc", "tesla_model3_party.dbc"] {
+            assert!(fixture(f).messages.iter().all(|m| !m.fd), "{f}");
+        }
     }
 
     #[test]

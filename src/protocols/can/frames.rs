@@ -10,13 +10,15 @@ use crate::protocols::{Decoder, DeviceWrite, Output, ProtocolError, WriteError};
 use crate::spec::Stream;
 use std::sync::Arc;
 
-/// A classic CAN frame (CAN-FD frames carry up to 64 bytes).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A CAN frame: classic (up to 8 data bytes) or CAN FD (up to 64).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CanFrame {
     /// The 11- or 29-bit identifier.
     pub id: u32,
     pub extended: bool,
     pub rtr: bool,
+    /// A CAN FD frame, whatever its length: the DBC, or the bus, says which.
+    pub fd: bool,
     pub dlc: u8,
     pub data: Vec<u8>,
 }
@@ -92,6 +94,7 @@ impl CanCore {
                             is_extended: f.extended,
                             is_rtr: f.rtr,
                             is_error: false,
+                            is_fd: f.fd,
                             dlc: f.dlc,
                             data: f.data.clone(),
                         }),
@@ -148,7 +151,8 @@ impl Decoder for SlcanProtocol {
 
     fn encode_write(&self, w: &DeviceWrite) -> Result<Vec<u8>, WriteError> {
         match w {
-            // slcan carries classic frames only; never send a cut-down frame.
+            // slcan carries classic frames only; never send a cut-down frame, nor an FD
+            // frame as a classic one that the bus's other nodes would not expect.
             DeviceWrite::Can(f) if f.data.len() > 8 || f.dlc > 8 => {
                 Err(WriteError::Unwritable(format!(
                     "frame 0x{:X} has {} bytes; an slcan adapter sends at most 8",
@@ -156,6 +160,10 @@ impl Decoder for SlcanProtocol {
                     f.data.len().max(f.dlc as usize)
                 )))
             }
+            DeviceWrite::Can(f) if f.fd => Err(WriteError::Unwritable(format!(
+                "frame 0x{:X} is CAN FD; an slcan adapter sends classic frames only (use SocketCAN)",
+                f.id
+            ))),
             DeviceWrite::Can(f) => Ok(slcan::encode(f)),
             _ => Err(WriteError::Unwritable(
                 "an slcan adapter takes CAN frames".into(),
@@ -189,6 +197,25 @@ mod tests {
             },
             select,
         }
+    }
+
+    #[test]
+    fn slcan_never_writes_an_fd_frame_or_a_long_one() {
+        let p = SlcanProtocol::new(500_000, &[]);
+        let write = |fd: bool, len: usize| {
+            p.encode_write(&DeviceWrite::Can(CanFrame {
+                id: 0x501,
+                fd,
+                dlc: len as u8,
+                data: vec![1; len],
+                ..CanFrame::default()
+            }))
+        };
+        assert_eq!(write(false, 8).unwrap(), b"t50180101010101010101\r");
+        let fd = write(true, 8).unwrap_err().to_string();
+        assert!(fd.contains("CAN FD") && fd.contains("SocketCAN"), "{fd}");
+        let long = write(true, 12).unwrap_err().to_string();
+        assert!(long.contains("at most 8"), "{long}");
     }
 
     #[test]

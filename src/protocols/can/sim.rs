@@ -65,9 +65,9 @@ impl SlcanSim {
                 out.extend(slcan::encode(&CanFrame {
                     id: m.id,
                     extended: m.extended,
-                    rtr: false,
                     dlc: data.len() as u8,
                     data,
+                    ..CanFrame::default()
                 }));
             }
         }
@@ -76,9 +76,9 @@ impl SlcanSim {
             out.extend(slcan::encode(&CanFrame {
                 id: *id,
                 extended: *id > 0x7FF,
-                rtr: false,
                 dlc: 4,
                 data: (n as u32).to_be_bytes().to_vec(),
+                ..CanFrame::default()
             }));
         }
         out

@@ -141,6 +141,7 @@ fn parse_frame(line: &[u8]) -> Result<SlcanEvent, SlcanError> {
             id,
             extended,
             rtr,
+            fd: false,
             dlc: dlc as u8,
             data,
         },
@@ -229,9 +230,9 @@ mod tests {
         CanFrame {
             id,
             extended,
-            rtr: false,
             dlc: data.len() as u8,
             data: data.to_vec(),
+            ..CanFrame::default()
         }
     }
 
@@ -262,6 +263,7 @@ mod tests {
                         id: 0x123,
                         extended: false,
                         rtr: true,
+                        fd: false,
                         dlc: 4,
                         data: vec![]
                     },
@@ -272,6 +274,7 @@ mod tests {
                         id: 1,
                         extended: true,
                         rtr: true,
+                        fd: false,
                         dlc: 2,
                         data: vec![]
                     },
@@ -354,6 +357,7 @@ mod tests {
             id: 0x123,
             extended: false,
             rtr: true,
+            fd: false,
             dlc: 4,
             data: vec![],
         };

@@ -104,7 +104,7 @@ proptest! {
         for (pick, data) in &frames {
             let m = pick.get(defs);
             let data: Vec<u8> = data.iter().copied().take(8).collect();
-            let f = CanFrame { id: m.id, extended: m.extended, rtr: false, dlc: data.len() as u8, data };
+            let f = CanFrame { id: m.id, extended: m.extended, rtr: false, fd: m.fd, dlc: data.len() as u8, data };
             bytes.extend_from_slice(&slcan::encode(&f));
             want.push("Frame".to_string());
             // Every stream whose message has this id (the same id in two messages counts twice).

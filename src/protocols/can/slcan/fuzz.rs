@@ -32,6 +32,7 @@ fn frame() -> impl Strategy<Value = CanFrame> {
             id: if extended { id } else { id & 0x7FF },
             extended,
             rtr,
+            fd: false,
             dlc: if rtr { dlc } else { data.len() as u8 },
             data: if rtr { Vec::new() } else { data },
         })

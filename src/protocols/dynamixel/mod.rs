@@ -10,6 +10,8 @@ pub mod error;
 pub mod instruction;
 pub mod joints;
 pub mod packet;
+pub mod request;
+pub mod sim;
 pub mod status;
 pub mod table;
 pub mod units;

@@ -1,7 +1,8 @@
 //! Packet framing, both ways: header `FF FF FD 00`, id, length (u16 LE), the instruction
 //! and its parameters byte-stuffed, and the CRC over all of it. Byte stuffing (an `FD`
 //! after every `FF FF FD` from the instruction on) keeps the header out of the body, so a
-//! reader that lost its place finds the next packet by the header alone.
+//! reader that lost its place finds the next packet by the header alone, which is what
+//! [`Framer`] does for the status parser and for a simulated device's request parser.
 
 use super::crc::crc16;
 use super::error::DynamixelError;
@@ -158,6 +159,126 @@ fn frame(
     let crc = crc16(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// One packet cut from a byte stream by a [`Framer`], its header and CRC checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub id: u8,
+    /// The stuffed bytes between the length and the CRC: the instruction, then (in a
+    /// status) the error byte, then the parameters.
+    pub region: &'a [u8],
+}
+
+/// Cuts packets, whatever their instruction, out of a byte stream fed in arbitrary
+/// chunks: the framing shared by the status parser and the request parser.
+///
+/// Garbage between packets is skipped silently (a bus has turnaround noise). A header
+/// whose id or length no packet has and a CRC that does not match are each reported
+/// once; after a corrupt packet the search for the next header starts one byte after the
+/// corrupt one's header, since its length may be what was corrupted.
+#[derive(Debug)]
+pub struct Framer {
+    /// Unparsed input: a header prefix, or a packet waiting for its last bytes. Never
+    /// longer than [`MAX_PACKET`]; allocated once at that size.
+    buf: Vec<u8>,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer {
+            buf: Vec::with_capacity(MAX_PACKET),
+        }
+    }
+}
+
+impl Framer {
+    /// Drops partial input, after the port was reopened.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Bytes held for the next [`push`](Self::push); less than [`MAX_PACKET`].
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Feeds `bytes`; each packet, and each corrupt one, goes to `out` in order.
+    pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(Result<Frame<'_>, DynamixelError>)) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Taking no more than fits keeps the buffer at one packet whatever the chunk.
+            let room = MAX_PACKET - self.buf.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.buf.extend_from_slice(now);
+            rest = later;
+            self.parse(&mut out);
+        }
+    }
+
+    fn parse(&mut self, out: &mut impl FnMut(Result<Frame<'_>, DynamixelError>)) {
+        let mut start = 0;
+        loop {
+            let rest = &self.buf[start..];
+            let Some(at) = rest.windows(HEADER.len()).position(|w| w == HEADER) else {
+                // Keep a tail that may be the start of a header cut by the chunk.
+                start += rest.len() - header_prefix(rest);
+                break;
+            };
+            start += at;
+            let p = &self.buf[start..];
+            let (Some(&id), Some(&lo), Some(&hi)) = (p.get(4), p.get(5), p.get(6)) else {
+                break;
+            };
+            let length = u16::from_le_bytes([lo, hi]);
+            let id_ok = id <= MAX_DEVICE_ID || id == BROADCAST_ID;
+            if !id_ok || !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
+                out(Err(DynamixelError::BadHeader { id, length }));
+                start += 1;
+                continue;
+            }
+            let total = PREFIX + length as usize;
+            let Some(packet) = p.get(..total) else {
+                break;
+            };
+            let (body, tail) = packet.split_at(total - 2);
+            let got = u16::from_le_bytes([tail[0], tail[1]]);
+            let want = crc16(body);
+            if got != want {
+                out(Err(DynamixelError::Crc { id, got, want }));
+                start += 1;
+                continue;
+            }
+            out(Ok(Frame {
+                id,
+                region: &body[PREFIX..],
+            }));
+            start += total;
+        }
+        self.buf.drain(..start);
+    }
+}
+
+/// How many bytes at the end of `bytes` are the first bytes of a header.
+fn header_prefix(bytes: &[u8]) -> usize {
+    (1..HEADER.len())
+        .rev()
+        .find(|&n| bytes.ends_with(&HEADER[..n]))
+        .unwrap_or(0)
+}
+
+/// Every way to cut `bytes` into three chunks (empty ones included), and one byte at a
+/// time: a stream parser's tests, since where a read ends must not matter.
+#[cfg(test)]
+pub(super) fn every_split(bytes: &[u8]) -> Vec<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    for i in 0..=bytes.len() {
+        for j in i..=bytes.len() {
+            out.push(vec![&bytes[..i], &bytes[i..j], &bytes[j..]]);
+        }
+    }
+    out.push(bytes.chunks(1).collect());
+    out
 }
 
 #[cfg(test)]

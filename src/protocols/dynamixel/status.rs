@@ -1,14 +1,13 @@
 //! Status packets, the devices' answers: the error byte they carry, and the streaming
-//! parser that cuts them out of whatever the serial port delivers. The parser resyncs on
-//! the header after garbage or a corrupt packet, reports each corrupt packet once, and
-//! never holds more than one [`MAX_PACKET`].
+//! parser that cuts them out of whatever the serial port delivers. The parser (through
+//! [`Framer`]) resyncs on the header after garbage or a corrupt packet, reports each
+//! corrupt packet once, and never holds more than one
+//! [`MAX_PACKET`](super::packet::MAX_PACKET).
 
-use super::crc::crc16;
 use super::error::DynamixelError;
-use super::packet::{
-    unstuff, Instruction, BROADCAST_ID, HEADER, MAX_DEVICE_ID, MAX_LENGTH, MAX_PACKET, MIN_LENGTH,
-    PREFIX,
-};
+#[cfg(test)]
+use super::packet::MAX_PACKET;
+use super::packet::{unstuff, Framer, Instruction, BROADCAST_ID};
 use std::fmt;
 
 /// Bits 0..6 of a status's error byte: why the device did not carry out the instruction
@@ -151,26 +150,12 @@ impl Status {
     }
 }
 
-/// Cuts status packets out of a byte stream fed in arbitrary chunks.
-///
-/// Garbage between packets is skipped silently (a bus has turnaround noise). A header
-/// whose id or length no packet has, a CRC that does not match, and a packet that is
-/// well formed but not a readable status are each reported once as an error; after a
-/// corrupt packet the search for the next header starts one byte after the corrupt one's
-/// header, since its length may be what was corrupted.
-#[derive(Debug)]
+/// Cuts status packets out of a byte stream fed in arbitrary chunks: a [`Framer`] (which
+/// skips garbage and reports bad headers and CRCs) whose packets are read as statuses. A
+/// packet that is well formed but not a readable status is reported once as an error.
+#[derive(Debug, Default)]
 pub struct StatusParser {
-    /// Unparsed input: a header prefix, or a packet waiting for its last bytes. Never
-    /// longer than [`MAX_PACKET`]; allocated once at that size.
-    buf: Vec<u8>,
-}
-
-impl Default for StatusParser {
-    fn default() -> Self {
-        StatusParser {
-            buf: Vec::with_capacity(MAX_PACKET),
-        }
-    }
+    framer: Framer,
 }
 
 impl StatusParser {
@@ -180,73 +165,21 @@ impl StatusParser {
 
     /// Drops partial input, after the port was reopened.
     pub fn reset(&mut self) {
-        self.buf.clear();
+        self.framer.reset();
     }
 
-    /// Bytes held for the next [`push`](Self::push); less than [`MAX_PACKET`].
+    /// Bytes held for the next [`push`](Self::push); less than
+    /// [`MAX_PACKET`](super::packet::MAX_PACKET).
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.framer.pending()
     }
 
     /// Feeds `bytes`; each status packet, and each corrupt one, goes to `out` in order.
     pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(Result<Status, DynamixelError>)) {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            // Taking no more than fits keeps the buffer at one packet whatever the chunk.
-            let room = MAX_PACKET - self.buf.len();
-            let (now, later) = rest.split_at(room.min(rest.len()));
-            self.buf.extend_from_slice(now);
-            rest = later;
-            self.parse(&mut out);
-        }
+        self.framer.push(bytes, |frame| {
+            out(frame.and_then(|f| decode(f.id, f.region)))
+        });
     }
-
-    fn parse(&mut self, out: &mut impl FnMut(Result<Status, DynamixelError>)) {
-        let mut start = 0;
-        loop {
-            let rest = &self.buf[start..];
-            let Some(at) = rest.windows(HEADER.len()).position(|w| w == HEADER) else {
-                // Keep a tail that may be the start of a header cut by the chunk.
-                start += rest.len() - header_prefix(rest);
-                break;
-            };
-            start += at;
-            let p = &self.buf[start..];
-            let (Some(&id), Some(&lo), Some(&hi)) = (p.get(4), p.get(5), p.get(6)) else {
-                break;
-            };
-            let length = u16::from_le_bytes([lo, hi]);
-            let id_ok = id <= MAX_DEVICE_ID || id == BROADCAST_ID;
-            if !id_ok || !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
-                out(Err(DynamixelError::BadHeader { id, length }));
-                start += 1;
-                continue;
-            }
-            let total = PREFIX + length as usize;
-            let Some(packet) = p.get(..total) else {
-                break;
-            };
-            let (body, tail) = packet.split_at(total - 2);
-            let got = u16::from_le_bytes([tail[0], tail[1]]);
-            let want = crc16(body);
-            if got != want {
-                out(Err(DynamixelError::Crc { id, got, want }));
-                start += 1;
-                continue;
-            }
-            out(decode(id, &body[PREFIX..]));
-            start += total;
-        }
-        self.buf.drain(..start);
-    }
-}
-
-/// How many bytes at the end of `bytes` are the first bytes of a header.
-fn header_prefix(bytes: &[u8]) -> usize {
-    (1..HEADER.len())
-        .rev()
-        .find(|&n| bytes.ends_with(&HEADER[..n]))
-        .unwrap_or(0)
 }
 
 /// The status in a packet from `id` whose CRC matched; `region` is its stuffed
@@ -288,7 +221,8 @@ pub(super) fn events(chunks: &[&[u8]]) -> Vec<Result<Status, DynamixelError>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::packet::{encode, encode_status};
+    use super::super::crc::crc16;
+    use super::super::packet::{encode, encode_status, every_split, MAX_LENGTH};
     use super::*;
 
     type Event = Result<Status, DynamixelError>;
@@ -352,18 +286,9 @@ mod tests {
         }
         let whole = events(&[&all]);
         assert_eq!(whole.len(), 4);
-        for i in 0..=all.len() {
-            assert_eq!(events(&[&all[..i], &all[i..]]), whole, "split at {i}");
-            for j in i..=all.len() {
-                assert_eq!(
-                    events(&[&all[..i], &all[i..j], &all[j..]]),
-                    whole,
-                    "{i}, {j}"
-                );
-            }
+        for chunks in every_split(&all) {
+            assert_eq!(events(&chunks), whole, "{chunks:?}");
         }
-        let bytes: Vec<&[u8]> = all.chunks(1).collect();
-        assert_eq!(events(&bytes), whole);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! and no clocks in a core, so every one is tested with byte fixtures.
 
 pub mod can;
+pub mod dynamixel;
 pub mod framing;
 pub mod lines;
 pub mod modbus;

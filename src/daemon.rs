@@ -7,6 +7,7 @@ use crate::commands::{CommandRouter, DeviceLink};
 use crate::config::settings::{OnFull, Replay};
 use crate::config::{DeviceKind, Robot, Settings};
 use crate::device::bytes::BytesDriver;
+use crate::device::dynamixel::DynamixelDriver;
 use crate::device::modbus::ModbusDriver;
 use crate::device::runner::{Driver, Runner};
 use crate::device::socketcan::SocketCanDriver;
@@ -152,6 +153,19 @@ pub async fn start(
                     d
                 });
                 diags.extend(units);
+                parts.spawn(driver, &diag);
+            }
+            DeviceKind::Dynamixel(bus) => {
+                // Dynamixel: the port has a diagnostics entry, and so has each joint.
+                let diag = DeviceDiag::polled(device.name.clone());
+                diags.push(diag.clone());
+                let mut joints = Vec::new();
+                let driver = DynamixelDriver::new(&device.name, bus, diag.clone(), |joint| {
+                    let d = DeviceDiag::new(format!("{}/{joint}", device.name));
+                    joints.push(d.clone());
+                    d
+                });
+                diags.extend(joints);
                 parts.spawn(driver, &diag);
             }
             DeviceKind::Can(Can {

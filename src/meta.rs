@@ -129,7 +129,9 @@ pub fn catalog(robot: &Robot, topics: &Topics, boot: u64) -> Catalog {
                 out_of_range: format!("{:?}", c.out_of_range).to_lowercase(),
                 template: match &c.render {
                     CommandRender::Template(t) => Some(t.source().to_string()),
-                    CommandRender::Modbus(_) | CommandRender::Can(_) => None,
+                    CommandRender::Modbus(_)
+                    | CommandRender::Can(_)
+                    | CommandRender::Dynamixel(_) => None,
                 },
             })
             .collect(),

@@ -3,6 +3,7 @@
 //! validation already ruled out. `Robot::load` builds it from a robot file.
 
 use crate::protocols::can::{Can, CanLink, CanWrite};
+use crate::protocols::dynamixel::{DxlCommand, Dynamixel};
 use crate::protocols::lines::{Lines, Template};
 use crate::protocols::modbus::{Modbus, RegisterWrite};
 use crate::protocols::nmea::Nmea;
@@ -32,6 +33,7 @@ pub enum DeviceKind {
     Lines(Lines),
     Modbus(Modbus),
     Can(Can),
+    Dynamixel(Dynamixel),
 }
 
 /// How the command router has a command written, whatever its device: the view of a
@@ -44,6 +46,8 @@ pub enum CommandRender {
     Modbus(Vec<RegisterWrite>),
     /// CAN: a DBC message, or a raw `can_msgs/Frame` with an allowed id.
     Can(CanWrite),
+    /// `dynamixel`: JointState goals for named joints.
+    Dynamixel(DxlCommand),
 }
 
 /// A command of any device, as the router and the safety layer see it.
@@ -57,6 +61,7 @@ impl Device {
             DeviceKind::Lines(_) => "lines",
             DeviceKind::Modbus(_) => "modbus",
             DeviceKind::Can(c) => c.link.protocol(),
+            DeviceKind::Dynamixel(_) => "dynamixel",
         }
     }
 
@@ -67,6 +72,7 @@ impl Device {
             DeviceKind::Lines(d) => d.streams.iter().map(|s| &s.spec).collect(),
             DeviceKind::Modbus(d) => d.streams.iter().map(|s| &s.spec).collect(),
             DeviceKind::Can(d) => d.streams.iter().map(|s| &s.spec).collect(),
+            DeviceKind::Dynamixel(d) => d.streams.iter().map(|s| &s.spec).collect(),
         }
     }
 
@@ -89,6 +95,11 @@ impl Device {
                 .iter()
                 .map(|c| c.map_render(|w| CommandRender::Can(w.clone())))
                 .collect(),
+            DeviceKind::Dynamixel(d) => d
+                .commands
+                .iter()
+                .map(|c| c.map_render(|w| CommandRender::Dynamixel(w.clone())))
+                .collect(),
         }
     }
 
@@ -98,7 +109,7 @@ impl Device {
             DeviceKind::Nmea(d) => d.idle_timeout,
             DeviceKind::Lines(d) => d.idle_timeout,
             // A Modbus unit speaks only when asked; its health is the answers to polls.
-            DeviceKind::Modbus(_) => None,
+            DeviceKind::Modbus(_) | DeviceKind::Dynamixel(_) => None,
             DeviceKind::Can(d) => d.idle_timeout,
         }
     }
@@ -109,6 +120,7 @@ impl Device {
             DeviceKind::Nmea(d) => Some(&mut d.transport),
             DeviceKind::Lines(d) => Some(&mut d.transport),
             DeviceKind::Modbus(d) => Some(&mut d.transport),
+            DeviceKind::Dynamixel(d) => Some(&mut d.transport),
             DeviceKind::Can(Can {
                 link: CanLink::Slcan { transport, .. },
                 ..
@@ -123,6 +135,7 @@ impl Device {
             DeviceKind::Nmea(d) => d.transport.describe(),
             DeviceKind::Lines(d) => d.transport.describe(),
             DeviceKind::Modbus(d) => d.transport.describe(),
+            DeviceKind::Dynamixel(d) => d.transport.describe(),
             DeviceKind::Can(d) => d.link.describe(),
         }
     }

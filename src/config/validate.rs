@@ -4,7 +4,7 @@
 //! validated robot builds anything.
 
 use super::robot::{Device, DeviceKind, Robot};
-use crate::protocols::{can, lines, modbus, nmea};
+use crate::protocols::{can, dynamixel, lines, modbus, nmea};
 use crate::spec::check::deserialize_at;
 use crate::spec::{Checker, Problem};
 use serde::Deserialize;
@@ -90,14 +90,9 @@ const PROTOCOLS: [(&str, Protocol); 6] = [
 ];
 
 impl Protocol {
-    fn supported(self) -> bool {
-        self != Protocol::Dynamixel
-    }
-
-    fn names(supported_only: bool) -> String {
+    fn names() -> String {
         PROTOCOLS
             .iter()
-            .filter(|(_, p)| !supported_only || p.supported())
             .map(|(n, _)| *n)
             .collect::<Vec<_>>()
             .join(", ")
@@ -201,7 +196,7 @@ fn device(ck: &mut Checker, item: toml::Value, at: &str) -> Option<Device> {
         None => {
             ck.problem(
                 format!("{at}.protocol"),
-                format!("missing; one of {}", Protocol::names(false)),
+                format!("missing; one of {}", Protocol::names()),
             );
             return None;
         }
@@ -211,7 +206,7 @@ fn device(ck: &mut Checker, item: toml::Value, at: &str) -> Option<Device> {
             format!("{at}.protocol"),
             format!(
                 "unknown protocol `{protocol}`, expected one of {}",
-                Protocol::names(false)
+                Protocol::names()
             ),
         );
         return None;
@@ -234,16 +229,8 @@ fn device(ck: &mut Checker, item: toml::Value, at: &str) -> Option<Device> {
             can::validate::device(ck, keys, streams, commands, at)
                 .map(|(n, d)| (n, DeviceKind::Can(d)))
         }
-        Protocol::Dynamixel => {
-            ck.problem(
-                format!("{at}.protocol"),
-                format!(
-                    "protocol `{protocol}` is not supported by this build yet (supported: {})",
-                    Protocol::names(true)
-                ),
-            );
-            None
-        }
+        Protocol::Dynamixel => dynamixel::validate::device(ck, keys, streams, commands, at)
+            .map(|(n, d)| (n, DeviceKind::Dynamixel(d))),
     }?;
     Some(Device { name, kind })
 }

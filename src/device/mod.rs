@@ -3,8 +3,10 @@
 //! command path.
 
 pub mod bytes;
+pub mod dynamixel;
 pub mod modbus;
 pub mod runner;
+pub mod schedule;
 pub mod socketcan;
 
 pub use crate::protocols::{DeviceWrite, WriteError};

@@ -5,6 +5,7 @@
 //! the others keep being polled.
 
 use super::runner::{Driver, Ended, OpenError, Written};
+use super::schedule::{first_due, Slot};
 use super::{DeviceWrite, WriteError};
 use crate::backoff::Backoff;
 use crate::diagnostics::DeviceDiag;
@@ -18,7 +19,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
@@ -68,8 +69,7 @@ impl Failure {
 
 struct Poll {
     stream: usize,
-    interval: Duration,
-    next: Instant,
+    slot: Slot,
     plan: Vec<ReadRequest>,
     map: SampleMap,
 }
@@ -220,7 +220,6 @@ impl ModbusDriver {
         diag: Arc<DeviceDiag>,
         mut unit_diag: impl FnMut(u8) -> Arc<DeviceDiag>,
     ) -> ModbusDriver {
-        let now = Instant::now();
         let mut polls = Vec::new();
         let mut unit_ids = Vec::new();
         for (i, s) in bus.streams.iter().enumerate() {
@@ -228,8 +227,7 @@ impl ModbusDriver {
             unit_ids.extend(poll.registers.iter().map(|r| r.unit));
             polls.push(Poll {
                 stream: i,
-                interval: poll.interval,
-                next: now,
+                slot: Slot::new(poll.interval),
                 plan: plan(&poll.registers),
                 map: SampleMap {
                     msg_type: s.spec.msg_type,
@@ -378,7 +376,7 @@ impl Driver for ModbusDriver {
         let io = transport::open(&self.transport).await?;
         let now = Instant::now();
         for p in &mut self.polls {
-            p.next = now;
+            p.slot.restart(now);
         }
         Ok(match self.transport {
             TransportSpec::Tcp(_) => tokio_modbus::client::tcp::attach(io),
@@ -386,12 +384,9 @@ impl Driver for ModbusDriver {
         })
     }
 
-    /// A poll is due. Only a sleep, so dropping it (a write came first) loses nothing.
+    /// A poll is due.
     async fn next_event(&mut self, _ctx: &mut Context) -> Result<(), Ended> {
-        match self.polls.iter().map(|p| p.next).min() {
-            Some(t) => sleep_until(t).await,
-            None => std::future::pending().await,
-        }
+        first_due(self.polls.iter().map(|p| p.slot)).await;
         Ok(())
     }
 
@@ -403,20 +398,13 @@ impl Driver for ModbusDriver {
     ) -> Result<(), Ended> {
         let now = Instant::now();
         for p in 0..self.polls.len() {
-            if self.polls[p].next > now {
+            if !self.polls[p].slot.is_due(now) {
                 continue;
             }
             if let Some(end) = self.poll(ctx, p, out).await {
                 return Err(end);
             }
-            // A poll that overran its slot is counted and skipped, never queued.
-            let done = Instant::now();
-            let poll = &mut self.polls[p];
-            poll.next += poll.interval;
-            while poll.next <= done {
-                poll.next += poll.interval;
-                self.diag.missed();
-            }
+            self.polls[p].slot.done(Instant::now(), &self.diag);
         }
         Ok(())
     }

@@ -49,6 +49,8 @@ pub enum ProtocolError {
     Can(String),
     #[error(transparent)]
     CanBus(#[from] can::BusFault),
+    #[error(transparent)]
+    Dynamixel(#[from] dynamixel::DynamixelError),
 }
 
 impl ProtocolError {
@@ -56,6 +58,7 @@ impl ProtocolError {
     pub fn counters(&self) -> &'static [&'static str] {
         match self {
             ProtocolError::CanBus(fault) => fault.counters(),
+            ProtocolError::Dynamixel(dynamixel::DynamixelError::Crc { .. }) => &["crc_errors"],
             _ => &[],
         }
     }
@@ -70,6 +73,8 @@ pub enum DeviceWrite {
     Modbus(Vec<modbus::WriteOp>),
     /// A CAN frame.
     Can(can::CanFrame),
+    /// Dynamixel goals or a safe state.
+    Dynamixel(dynamixel::DxlWrite),
 }
 
 /// Why a device write did not happen, as the command's ack reports it. The kinds are kept

@@ -154,6 +154,7 @@ impl Actuator {
             crate::config::CommandRender::Can(CanWrite::Raw { .. }) => {
                 vec!["id", "is_extended", "dlc", "data"]
             }
+            crate::config::CommandRender::Dynamixel(_) => vec!["name", "position", "velocity"],
         };
         let mut out: Vec<(String, Scalar)> = Vec::new();
         for p in paths {

@@ -34,6 +34,23 @@ pub enum RenderError {
     IdTooLong { id: u32, extended: bool },
     #[error("dlc {dlc} does not match {len} data bytes")]
     DlcMismatch { dlc: u8, len: usize },
+    #[error("a Dynamixel command is a sensor_msgs/JointState")]
+    NotAJointState,
+    /// The joints, lengths or limits refused it.
+    #[error(transparent)]
+    Goal(#[from] crate::protocols::dynamixel::GoalError),
+}
+
+/// The device write that makes the actuator safe: its safe values rendered as any
+/// command's, except where the protocol has a safe state of its own (a Dynamixel joint's
+/// torque off or hold, which no goal expresses).
+pub fn render_safe(render: &CommandRender, safe: &Message) -> Result<DeviceWrite, RenderError> {
+    match render {
+        CommandRender::Dynamixel(c) => Ok(DeviceWrite::Dynamixel(
+            crate::protocols::dynamixel::command::safe(c),
+        )),
+        _ => self::render(render, safe),
+    }
 }
 
 /// The device write that carries `msg` as `render` says.
@@ -123,6 +140,14 @@ pub fn render(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Rend
                 dlc: f.dlc,
                 data: f.data.clone(),
             }))
+        }
+        CommandRender::Dynamixel(c) => {
+            let Message::JointState(m) = msg else {
+                return Err(RenderError::NotAJointState);
+            };
+            Ok(DeviceWrite::Dynamixel(
+                crate::protocols::dynamixel::command::goals(c, m)?,
+            ))
         }
     }
 }

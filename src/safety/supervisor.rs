@@ -11,7 +11,7 @@ use super::events::{
     Ack, Action, Command, Event, Outcome, Purpose, Rejection, Route, SafeReason, Write, WriteId,
     ESTOP,
 };
-use super::render::{render, RenderError};
+use super::render::{render, render_safe, RenderError};
 use super::{nest, Actuator, Verdict};
 use crate::backoff::Backoff;
 use crate::device::WriteError;
@@ -329,7 +329,7 @@ impl Supervisor {
         slot.latest = Some(id);
         slot.safe_retry_at = None;
         slot.act.disarm();
-        match render(&slot.act.spec.render, &slot.act.safe_message()) {
+        match render_safe(&slot.act.spec.render, &slot.act.safe_message()) {
             Ok(write) => {
                 out.push(Action::Write(Write {
                     id,

@@ -5,6 +5,8 @@ pub mod pty;
 
 use crate::config::{Device, DeviceKind, Robot};
 use crate::protocols::can::{self, Can, CanLink};
+use crate::protocols::dynamixel::sim::ServoBus;
+use crate::protocols::dynamixel::Dynamixel;
 use crate::protocols::lines::{self, Lines};
 use crate::protocols::modbus::{self, Modbus};
 use crate::protocols::nmea;
@@ -73,6 +75,7 @@ enum Sim {
     Text(TextSim),
     Modbus(Modbus),
     Slcan(Can),
+    Dynamixel(Dynamixel),
 }
 
 /// The simulator of a device and the transport it answers on; `None` for a SocketCAN
@@ -82,6 +85,7 @@ fn sim_for(device: &Device) -> Option<(Sim, &TransportSpec)> {
         DeviceKind::Nmea(d) => Some((Sim::Text(TextSim::Nmea), &d.transport)),
         DeviceKind::Lines(d) => Some((Sim::Text(TextSim::Lines(d.clone())), &d.transport)),
         DeviceKind::Modbus(d) => Some((Sim::Modbus(d.clone()), &d.transport)),
+        DeviceKind::Dynamixel(d) => Some((Sim::Dynamixel(d.clone()), &d.transport)),
         DeviceKind::Can(
             c @ Can {
                 link: CanLink::Slcan { transport, .. },
@@ -166,6 +170,9 @@ pub async fn start(
                     Sim::Text(text) => {
                         tokio::spawn(serve(pty, name.clone(), text, opts.clone(), t0, rx, stop));
                     }
+                    Sim::Dynamixel(bus) => {
+                        tokio::spawn(serve_dynamixel(pty, name.clone(), servos(&bus), rx, stop));
+                    }
                 }
                 out.push(SimDevice {
                     name,
@@ -193,7 +200,7 @@ pub async fn start(
                         received.clone(),
                         stop.clone(),
                     )),
-                    Sim::Slcan(_) | Sim::Text(_) => None,
+                    Sim::Slcan(_) | Sim::Text(_) | Sim::Dynamixel(_) => None,
                 };
                 let name_c = name.clone();
                 tokio::spawn(async move {
@@ -211,6 +218,9 @@ pub async fn start(
                                     }
                                     (Sim::Text(text), None) => {
                                         tokio::spawn(serve(sock, name_c.clone(), text.clone(), opts_c.clone(), t0, rx_c.clone(), stop_c.clone()));
+                                    }
+                                    (Sim::Dynamixel(bus), None) => {
+                                        tokio::spawn(serve_dynamixel(sock, name_c.clone(), servos(bus), rx_c.clone(), stop_c.clone()));
                                     }
                                     (Sim::Modbus(_), None) => {}
                                 }
@@ -280,6 +290,71 @@ async fn serve_modbus(
             tracing::warn!(device = %name, "Modbus simulator stopped: {e}");
         },
         _ = stop.changed() => {}
+    }
+}
+
+/// A servo for every id the robot file names on the bus.
+fn servos(bus: &Dynamixel) -> ServoBus {
+    let mut ids: Vec<u8> = bus
+        .streams
+        .iter()
+        .flat_map(|s| s.select.joints.iter().map(|j| j.id))
+        .chain(
+            bus.commands
+                .iter()
+                .flat_map(|c| c.render.joints.iter().map(|g| g.joint.id)),
+        )
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ServoBus::new(bus.model, &ids)
+}
+
+/// Serves a simulated Dynamixel bus: answers what the daemon writes, moves the servos on
+/// every 10 ms, and reports the writes (goals, torque, mode), not the polls.
+async fn serve_dynamixel<S: AsyncRead + AsyncWrite + Send + 'static>(
+    io: S,
+    name: String,
+    mut bus: ServoBus,
+    received: mpsc::Sender<Received>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::protocols::dynamixel::request::Request;
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let step = Duration::from_millis(10);
+    let mut tick = tokio::time::interval(step);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut buf = [0u8; 1024];
+    loop {
+        let mut out = Vec::new();
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => bus.feed(&buf[..n], &mut out),
+            },
+            _ = tick.tick() => bus.advance(step),
+        }
+        for r in bus.take_received() {
+            if matches!(
+                r,
+                Request::Ping { .. }
+                    | Request::Read { .. }
+                    | Request::SyncRead { .. }
+                    | Request::BulkRead { .. }
+            ) {
+                continue;
+            }
+            let _ = received
+                .send(Received {
+                    device: name.clone(),
+                    line: format!("{r:?}"),
+                })
+                .await;
+        }
+        if !out.is_empty() && wr.write_all(&out).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -145,6 +145,46 @@ impl Checker {
         }
     }
 
+    /// `timeout_ms`, how long to wait for a device's answer: `default_ms` when not given,
+    /// never 0 (a poll that cannot be answered).
+    pub fn answer_timeout(
+        &mut self,
+        at: &str,
+        ms: Option<u64>,
+        default_ms: u64,
+    ) -> Option<Duration> {
+        match ms.unwrap_or(default_ms) {
+            0 => {
+                self.problem(format!("{at}.timeout_ms"), "must be greater than 0");
+                None
+            }
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// `poll_hz` (0 < hz <= 1000) as the time between two polls. `try_`: a rate so small
+    /// that its interval overflows a Duration is refused, not a panic.
+    pub fn poll_interval(&mut self, at: &str, hz: f64) -> Option<Duration> {
+        match hz {
+            h if h.is_finite() && h > 0.0 && h <= 1000.0 => {
+                Duration::try_from_secs_f64(1.0 / h).ok().or_else(|| {
+                    self.problem(
+                        format!("{at}.poll_hz"),
+                        format!("{h} Hz is too slow to time"),
+                    );
+                    None
+                })
+            }
+            h => {
+                self.problem(
+                    format!("{at}.poll_hz"),
+                    format!("must be between 0 and 1000 Hz, not {h}"),
+                );
+                None
+            }
+        }
+    }
+
     /// A `*_hz` key as the least time between two events; `Some(None)` when not given.
     pub fn rate(&mut self, at: &str, key: &str, hz: Option<f64>) -> Option<Option<Duration>> {
         // A rate so small that its interval overflows a Duration (found by fuzzing:

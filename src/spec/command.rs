@@ -101,6 +101,30 @@ impl Checker {
         types: &[MessageType],
         render: impl FnOnce(&mut Self, MessageType) -> Option<R>,
     ) -> Option<Command<R>> {
+        self.command_with(c, at, types, false, render)
+    }
+
+    /// [`Checker::command`] for a protocol whose safe state is its own (a Dynamixel
+    /// joint's torque off), not safe values of the message: `safe` stays empty and the
+    /// protocol's render gives the safe write (see `safety::render::render_safe`).
+    pub fn command_own_safe<R>(
+        &mut self,
+        c: CommandKeys,
+        at: &str,
+        types: &[MessageType],
+        render: impl FnOnce(&mut Self, MessageType) -> Option<R>,
+    ) -> Option<Command<R>> {
+        self.command_with(c, at, types, true, render)
+    }
+
+    fn command_with<R>(
+        &mut self,
+        c: CommandKeys,
+        at: &str,
+        types: &[MessageType],
+        own_safe: bool,
+        render: impl FnOnce(&mut Self, MessageType) -> Option<R>,
+    ) -> Option<Command<R>> {
         let mut ok = self.check_name(&format!("{at}.actuator"), &c.actuator, true);
         if c.actuator == "estop" {
             self.problem(
@@ -114,7 +138,11 @@ impl Checker {
         let t = t?;
         let render = render(self, t);
         let limits = self.limits(at, c.limits, t);
-        let (safe, safe_ok) = self.safe_values(at, c.safe, t, &limits);
+        let (safe, safe_ok) = if own_safe {
+            (Vec::new(), true)
+        } else {
+            self.safe_values(at, c.safe, t, &limits)
+        };
         ok &= safe_ok;
         if c.timeout_ms == Some(0) {
             self.problem(

@@ -50,13 +50,7 @@ pub fn device(
     let name_ok = ck.check_name(&format!("{at}.name"), &d.name, false);
     let transport = ck.transport(d.serial, d.tcp, at);
     let device_frame = d.frame_id.unwrap_or_else(|| d.name.clone());
-    let timeout = match d.timeout_ms.unwrap_or(200) {
-        0 => {
-            ck.problem(format!("{at}.timeout_ms"), "must be greater than 0");
-            None
-        }
-        ms => Some(Duration::from_millis(ms)),
-    };
+    let timeout = ck.answer_timeout(at, d.timeout_ms, 200);
     let streams = streams
         .into_iter()
         .enumerate()
@@ -90,25 +84,7 @@ fn stream(
     let t = ck.msg_type(at, &s.msg_type, &non_can_types());
     let (poll_hz, register_configs, fields_table) = (s.poll_hz, s.registers, s.fields);
     let spec = ck.stream(at, stream_keys!(s), t, device_frame);
-    // `try_`: a rate so small that its interval overflows a Duration is refused, not a panic.
-    let interval = match poll_hz {
-        h if h.is_finite() && h > 0.0 && h <= 1000.0 => {
-            Duration::try_from_secs_f64(1.0 / h).ok().or_else(|| {
-                ck.problem(
-                    format!("{at}.poll_hz"),
-                    format!("{h} Hz is too slow to time"),
-                );
-                None
-            })
-        }
-        h => {
-            ck.problem(
-                format!("{at}.poll_hz"),
-                format!("must be between 0 and 1000 Hz, not {h}"),
-            );
-            None
-        }
-    };
+    let interval = ck.poll_interval(at, poll_hz);
     let mut ok = true;
     if register_configs.is_empty() {
         ck.problem(format!("{at}.registers"), "must list at least one register");

@@ -154,6 +154,9 @@ pub async fn run(
                 let speed = serde_json::json!({"id": 2, "data": 1500.0});
                 writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("motor/speed"), "command": speed}))?;
                 let _ = view.publish(&running.topics.command("motor/speed"), &speed, QoS::AtLeastOnce, false);
+                let goal = serde_json::json!({"id": 4, "name": ["shoulder", "elbow"], "position": [0.6, -0.4]});
+                writeln!(out, "{}", serde_json::json!({"demo": "sending command", "topic": running.topics.command("arm/goal"), "command": goal}))?;
+                let _ = view.publish(&running.topics.command("arm/goal"), &goal, QoS::AtLeastOnce, false);
             }
             m = incoming.recv() => match m {
                 Some(m) => writeln!(out, "{}", echo::render(&m, false))?,

@@ -119,11 +119,19 @@ pub fn catalog(robot: &Robot, topics: &Topics, boot: u64) -> Catalog {
                 topic: topics.command(&c.actuator),
                 ack_topic: topics.ack(&c.actuator),
                 msg_type: c.msg_type.name().into(),
-                limits: c
-                    .limits
-                    .iter()
-                    .map(|l| (l.path.clone(), [l.min, l.max]))
-                    .collect(),
+                // A Dynamixel actuator's limits are per joint, in radians.
+                limits: match &c.render {
+                    CommandRender::Dynamixel(d) => d
+                        .joints
+                        .iter()
+                        .map(|g| (g.joint.name.clone(), [g.limits.0, g.limits.1]))
+                        .collect(),
+                    _ => c
+                        .limits
+                        .iter()
+                        .map(|l| (l.path.clone(), [l.min, l.max]))
+                        .collect(),
+                },
                 timeout_ms: c.timeout.map(|t| t.as_millis() as u64),
                 device: d.name.clone(),
                 out_of_range: format!("{:?}", c.out_of_range).to_lowercase(),

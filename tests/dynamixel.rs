@@ -444,3 +444,61 @@ async fn a_joint_with_a_hardware_error_refuses_goals_until_it_is_cleared() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn botbus_sim_plays_the_demo_arm_and_a_fleet_command_moves_a_joint_until_the_deadman() {
+    // robots/demo.toml's arm as shipped, its path moved into a temp folder.
+    let dir = temp_dir("botbus-dxl-sim-");
+    let arm = demo_device("arm");
+    assert!(arm.contains("protocol = \"dynamixel\""), "{arm}");
+    let toml = format!(
+        "id = \"@ID@\"\n\n{}",
+        arm.replace("/tmp/botbus-demo", &dir.path().display().to_string())
+    );
+    let robot = write_file(dir.path(), "robot.toml", &toml.replace("@ID@", "dxl-sim"));
+    let sim = Sim::start(&robot);
+    let link = dir.path().join("arm").display().to_string();
+    sim.lines
+        .wait(0, "the simulated bus linked to its path", |l| {
+            l.starts_with("arm (dynamixel): ") && l.ends_with(&format!(" <- {link}"))
+        })
+        .await;
+    let mut rig = RobotRig::start(&unique("dxl-demo"), &toml).await;
+    rig.wait_online().await;
+    let m = rig
+        .sample("arm/joints", "joint states from the simulator", |_| true)
+        .await;
+    assert_eq!(joint_names(&m), ["shoulder", "elbow", "gripper"]);
+
+    // A fleet command, as an operator sends it with `botbus cmd`.
+    let from = sim.lines.all().len();
+    let url = rig.broker.url();
+    let run = botbus(&[
+        "cmd",
+        &rig.id,
+        "arm/goal",
+        r#"{"name":["elbow"],"position":[-0.8]}"#,
+        "--url",
+        &url,
+    ])
+    .await;
+    assert_eq!(run.code, Some(0), "{run}");
+    // -0.8 rad = -521.5 steps of 2π/4096 → 2048 - 522.
+    let i = sim
+        .lines
+        .wait(from, "the goal at the simulated servos", |l| {
+            l == "arm received: sync write goal_position: 2=1526"
+        })
+        .await;
+    rig.sample("arm/joints", "the elbow at -0.8 rad", |m| {
+        (floats(m, "position")[1] + 0.8).abs() < 0.01
+    })
+    .await;
+    // The demo's timeout_ms (1000) passes without another command: torque off.
+    sim.lines
+        .wait(i + 1, "torque off after the deadman", |l| {
+            l == "arm received: sync write torque_enable: 1=0 2=0 3=0"
+        })
+        .await;
+    assert!(rig.daemon.is_running());
+}

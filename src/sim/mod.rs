@@ -5,8 +5,9 @@ pub mod pty;
 
 use crate::config::{Device, DeviceKind, Robot};
 use crate::protocols::can::{self, Can, CanLink};
+use crate::protocols::dynamixel::request::Request;
 use crate::protocols::dynamixel::sim::ServoBus;
-use crate::protocols::dynamixel::Dynamixel;
+use crate::protocols::dynamixel::{Dynamixel, Model};
 use crate::protocols::lines::{self, Lines};
 use crate::protocols::modbus::{self, Modbus};
 use crate::protocols::nmea;
@@ -293,6 +294,49 @@ async fn serve_modbus(
     }
 }
 
+/// A write the servos received, by control-table item: `sync write goal_position: 1=2440
+/// 2=1787`. Reads and pings (the polls) are not shown.
+fn describe_write(model: Model, r: &Request) -> Option<String> {
+    let item = |address: u16| {
+        model
+            .items()
+            .find(|i| i.address == address)
+            .map_or_else(|| format!("address {address}"), |i| i.name.to_string())
+    };
+    // Little-endian, as the e-Manual packs values; 4-byte goals are signed (a velocity
+    // may be negative).
+    let value = |d: &[u8]| match *d {
+        [a] => i64::from(a),
+        [a, b] => i64::from(u16::from_le_bytes([a, b])),
+        [a, b, c, e] => i64::from(i32::from_le_bytes([a, b, c, e])),
+        _ => -1,
+    };
+    Some(match r {
+        Request::SyncWrite { address, data, .. } => {
+            let values: Vec<String> = data
+                .iter()
+                .map(|(id, d)| format!("{id}={}", value(d)))
+                .collect();
+            format!("sync write {}: {}", item(*address), values.join(" "))
+        }
+        Request::Write { id, address, data } => {
+            format!("write {}: {id}={}", item(*address), value(data))
+        }
+        Request::Reboot { id } => format!("reboot {id}"),
+        Request::BulkWrite { writes } => {
+            let values: Vec<String> = writes
+                .iter()
+                .map(|w| format!("{} {}={}", item(w.address), w.id, value(&w.data)))
+                .collect();
+            format!("bulk write: {}", values.join(" "))
+        }
+        Request::Ping { .. }
+        | Request::Read { .. }
+        | Request::SyncRead { .. }
+        | Request::BulkRead { .. } => return None,
+    })
+}
+
 /// A servo for every id the robot file names on the bus.
 fn servos(bus: &Dynamixel) -> ServoBus {
     let mut ids: Vec<u8> = bus
@@ -319,7 +363,6 @@ async fn serve_dynamixel<S: AsyncRead + AsyncWrite + Send + 'static>(
     received: mpsc::Sender<Received>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use crate::protocols::dynamixel::request::Request;
     let (mut rd, mut wr) = tokio::io::split(io);
     let step = Duration::from_millis(10);
     let mut tick = tokio::time::interval(step);
@@ -336,21 +379,14 @@ async fn serve_dynamixel<S: AsyncRead + AsyncWrite + Send + 'static>(
             _ = tick.tick() => bus.advance(step),
         }
         for r in bus.take_received() {
-            if matches!(
-                r,
-                Request::Ping { .. }
-                    | Request::Read { .. }
-                    | Request::SyncRead { .. }
-                    | Request::BulkRead { .. }
-            ) {
-                continue;
+            if let Some(line) = describe_write(bus.model(), &r) {
+                let _ = received
+                    .send(Received {
+                        device: name.clone(),
+                        line,
+                    })
+                    .await;
             }
-            let _ = received
-                .send(Received {
-                    device: name.clone(),
-                    line: format!("{r:?}"),
-                })
-                .await;
         }
         if !out.is_empty() && wr.write_all(&out).await.is_err() {
             return;

@@ -44,6 +44,7 @@ timeout_ms = 10
   ids = [1, 2, 3]
   joints = ["shoulder", "elbow", "wrist"]
   limits = {{ shoulder = [-1.5, 1.5], elbow = [-2.0, 2.0], wrist = [-3.0, 3.0] }}
+  max_velocity = 2.0
   timeout_ms = 500
 "#,
         path.display()
@@ -94,8 +95,13 @@ impl Drop for Servos {
 }
 
 async fn rig() -> (RobotRig, Servos) {
+    rig_with(|t| t).await
+}
+
+/// [`rig`] with the robot file changed by `edit`.
+async fn rig_with(edit: impl FnOnce(String) -> String) -> (RobotRig, Servos) {
     let pty = PtyDevice::open();
-    let toml = arm_robot(pty.path());
+    let toml = edit(arm_robot(pty.path()));
     let servos = Servos::start(pty);
     let mut rig = RobotRig::start(&unique("dxl"), &toml).await;
     rig.wait_online().await;
@@ -154,6 +160,7 @@ fn sync_writes(servos: &Servos) -> Vec<(u16, Vec<(u8, i64)>)> {
 /// X-series Control Table addresses (ROBOTIS e-Manual, XM430-W350).
 const OPERATING_MODE: u16 = 11;
 const TORQUE_ENABLE: u16 = 64;
+const GOAL_VELOCITY: u16 = 104;
 const GOAL_POSITION: u16 = 116;
 
 /// Publishes a JointState command with `id` and returns its ack.
@@ -206,7 +213,7 @@ async fn joint_states_stream_at_poll_hz_in_si_units_and_items_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_goal_is_one_sync_write_after_torque_on_and_the_deadman_turns_torque_off() {
+async fn a_goal_is_one_sync_write_before_torque_on_and_the_deadman_turns_torque_off() {
     let (mut rig, servos) = rig().await;
     // On connect the actuator is made safe: torque off for its three joints.
     until(&servos, "torque off on connect", |b| {
@@ -226,16 +233,15 @@ async fn a_goal_is_one_sync_write_after_torque_on_and_the_deadman_turns_torque_o
     )
     .await;
     assert_eq!(ack["ok"], true, "{ack}");
-    // Position mode and torque first (Operating Mode is EEPROM: written with torque off),
-    // then one Sync Write of both goals: (rad * 4096 / 2π) + 2048, rounded.
+    // The servos' mode was read (position, 3: nothing to switch), then one Sync Write of
+    // both goals, (rad * 4096 / 2π) + 2048 rounded, and torque on last, so no servo
+    // starts toward an old goal.
     let writes = sync_writes(&servos);
     assert_eq!(
         writes,
         [
-            (TORQUE_ENABLE, vec![(1, 0), (2, 0)]),
-            (OPERATING_MODE, vec![(1, 3), (2, 3)]),
-            (TORQUE_ENABLE, vec![(1, 1), (2, 1)]),
             (GOAL_POSITION, vec![(1, 2374), (2, 1396)]),
+            (TORQUE_ENABLE, vec![(1, 1), (2, 1)]),
         ],
         "what the servos received for the goal"
     );
@@ -279,12 +285,29 @@ async fn a_goal_is_one_sync_write_after_torque_on_and_the_deadman_turns_torque_o
     assert_eq!(
         sync_writes(&servos),
         [
-            (TORQUE_ENABLE, vec![(3, 0)]),
-            (OPERATING_MODE, vec![(3, 3)]),
-            (TORQUE_ENABLE, vec![(3, 1)]),
             (GOAL_POSITION, vec![(3, 1885)]),
+            (TORQUE_ENABLE, vec![(3, 1)]),
         ]
     );
+    // A velocity goal switches the joint to velocity mode, which is EEPROM: torque off,
+    // the mode, the goal (1 rad/s = 41.7 steps of 0.229 rpm), torque on.
+    let ack = command(
+        &mut rig,
+        3,
+        serde_json::json!({"name": ["wrist"], "velocity": [1.0]}),
+    )
+    .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        sync_writes(&servos),
+        [
+            (TORQUE_ENABLE, vec![(3, 0)]),
+            (OPERATING_MODE, vec![(3, 1)]),
+            (GOAL_VELOCITY, vec![(3, 42)]),
+            (TORQUE_ENABLE, vec![(3, 1)]),
+        ]
+    );
+    assert_eq!(servos.with(|b| b.operating_mode(3)), Some(1));
     assert!(rig.daemon.is_running());
 }
 
@@ -308,7 +331,7 @@ async fn a_bad_goal_is_rejected_whole_and_writes_nothing() {
             "limits",
         ),
         (
-            serde_json::json!({"name": ["elbow"], "velocity": [1.0]}),
+            serde_json::json!({"name": ["elbow"], "velocity": [3.0]}),
             "max_velocity",
         ),
         (
@@ -500,5 +523,48 @@ async fn botbus_sim_plays_the_demo_arm_and_a_fleet_command_moves_a_joint_until_t
             l == "arm received: sync write torque_enable: 1=0 2=0 3=0"
         })
         .await;
+    assert!(rig.daemon.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_safe_hold_the_deadman_holds_the_joints_where_they_are() {
+    let (mut rig, servos) = rig_with(|t| {
+        t.replace(
+            "  timeout_ms = 500\n",
+            "  timeout_ms = 500\n  safe = \"hold\"\n",
+        )
+    })
+    .await;
+    rig.sample("arm/joints", "a joint state", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sync_writes(&servos);
+    let ack = command(
+        &mut rig,
+        1,
+        serde_json::json!({"name": ["shoulder", "elbow"], "position": [1.0, -1.0]}),
+    )
+    .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let goal = sync_writes(&servos);
+    assert!(
+        goal.contains(&(GOAL_POSITION, vec![(1, 2700), (2, 1396)])),
+        "{goal:?}"
+    );
+    // 1 rad at about 1 rev/s takes about 160 ms, so when the deadman fires (500 ms)
+    // the joints have arrived, and are held there.
+    until(&servos, "the hold after the deadman", |b| {
+        b.take_received().iter().any(|r| {
+            matches!(r, Request::SyncWrite { address: GOAL_POSITION, data, .. } if data.len() == 2)
+        })
+    })
+    .await;
+    // Held under torque at their present positions; the wrist, never under torque, is
+    // left off.
+    assert_eq!(servos.with(|b| b.torque(1)), Some(true));
+    assert_eq!(servos.with(|b| b.torque(2)), Some(true));
+    assert_eq!(servos.with(|b| b.torque(3)), Some(false));
+    let (p1, g1) = servos.with(|b| (b.position_raw(1), b.goal_position_raw(1)));
+    assert_eq!(p1, g1, "the shoulder's goal is where it is");
+    assert_eq!(g1, Some(2700), "1 rad = 2048 + 652");
     assert!(rig.daemon.is_running());
 }

@@ -28,6 +28,10 @@ use tokio::time::Instant;
 /// Polls in a row a servo may miss before it counts as gone.
 const SERVO_DOWN_AFTER: u32 = 3;
 
+/// How long a write may wait for the port: a stalled serial server must not hold the bus
+/// (and its safe writes) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Operating Mode values (e-Manual, X series item 11).
 const MODE_VELOCITY: u8 = 1;
 const MODE_POSITION: u8 = 3;
@@ -169,19 +173,28 @@ impl DynamixelDriver {
         io: &mut BoxedStream,
         request: &[u8],
         expect: &[u8],
+        answer_len: u16,
     ) -> Result<BTreeMap<u8, Status>, Ended> {
         if std::mem::take(&mut self.stale) {
             self.drain(io).await?;
         }
-        io.write_all(request)
-            .await
-            .map_err(|e| Ended::Lost(format!("write failed: {e}")))?;
+        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Ended::Lost(format!("write failed: {e}"))),
+            Err(_) => {
+                return Err(Ended::Lost(
+                    "write timed out (the port takes nothing)".into(),
+                ))
+            }
+        }
         let mut got = BTreeMap::new();
         if expect.is_empty() {
             return Ok(got);
         }
-        // Each servo answers in turn, so the wait grows with their number.
-        let deadline = Instant::now() + self.timeout * expect.len() as u32;
+        // Each servo answers in turn, so the wait grows with their number and with the
+        // time its answer takes on the wire.
+        let deadline =
+            Instant::now() + (self.timeout + self.on_wire(answer_len)) * expect.len() as u32;
         let mut buf = [0u8; 512];
         while got.len() < expect.len() {
             let n = match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
@@ -206,6 +219,17 @@ impl DynamixelDriver {
             self.stale = true;
         }
         Ok(got)
+    }
+
+    /// How long an answer of `len` data bytes takes on the serial line (11 bytes of
+    /// header, id, length, instruction, error and CRC; 10 bits a byte); nothing over TCP.
+    fn on_wire(&self, len: u16) -> Duration {
+        match &self.transport {
+            TransportSpec::Serial(s) if s.baud > 0 => {
+                Duration::from_micros((len as u64 + 11) * 10 * 1_000_000 / s.baud as u64)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     /// Reads and drops whatever arrives within one timeout: a late answer to an earlier
@@ -249,6 +273,12 @@ impl DynamixelDriver {
             }
             return false;
         };
+        if servo.misses > 0 {
+            // Silent for a while: it may have been power-cycled (torque off, mode as
+            // stored), so what was written before is no longer known.
+            servo.torque = None;
+            servo.mode = None;
+        }
         servo.misses = 0;
         servo.retry_at = None;
         servo.backoff.reset();
@@ -301,23 +331,26 @@ impl DynamixelDriver {
             return Ok(());
         }
         let ids: Vec<u8> = joints.iter().map(|(_, id)| *id).collect();
-        let request = match &self.polls[p].read {
+        let (request, answer_len) = match &self.polls[p].read {
             Reads::JointState(poll) => {
                 let (address, len) = poll.range();
-                sync_read(address, len, &ids)
+                (sync_read(address, len, &ids), len)
             }
-            Reads::Items { start, len, .. } => bulk_read(
-                &ids.iter()
-                    .map(|&id| BulkRead {
-                        id,
-                        address: *start,
-                        length: *len,
-                    })
-                    .collect::<Vec<_>>(),
+            Reads::Items { start, len, .. } => (
+                bulk_read(
+                    &ids.iter()
+                        .map(|&id| BulkRead {
+                            id,
+                            address: *start,
+                            length: *len,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                *len,
             ),
         };
         let request = request.map_err(|e| Ended::Lost(e.to_string()))?;
-        let got = self.exchange(io, &request, &ids).await?;
+        let got = self.exchange(io, &request, &ids, answer_len).await?;
         let mut answered = Vec::new();
         for (joint, id) in &joints {
             let status = got.get(id);
@@ -405,15 +438,22 @@ impl DynamixelDriver {
         if std::mem::take(&mut self.stale) {
             self.drain(io)
                 .await
-                .map_err(|_| WriteError::LinkFailed("the port failed".into()))?;
+                .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
         }
-        io.write_all(&packet)
-            .await
-            .map_err(|e| WriteError::LinkFailed(format!("write failed: {e}")))
+        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(&packet)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WriteError::LinkFailed(format!("write failed: {e}"))),
+            Err(_) => Err(WriteError::LinkFailed(
+                "write timed out (the port takes nothing)".into(),
+            )),
+        }
     }
 
-    /// Goals: refused while a joint reports a hardware error; otherwise Operating Mode and
-    /// Torque Enable first where they are not yet what the goal needs, then the goals.
+    /// Goals, all or none: refused while a joint reports a hardware error or does not
+    /// answer (a goal that moves some joints of an arm and not others is worse than none).
+    /// Where Operating Mode is not yet what the goal needs it is switched (with torque off:
+    /// it is EEPROM); then the goals, and Torque Enable last, so a servo never starts
+    /// toward a goal left from before.
     async fn goals(
         &mut self,
         io: &mut BoxedStream,
@@ -421,18 +461,25 @@ impl DynamixelDriver {
         goals: &[(u8, i32)],
     ) -> Result<(), WriteError> {
         for (id, _) in goals {
-            if let Some(s) = self.servos.get(id).filter(|s| s.fault) {
+            let Some(s) = self.servos.get(id) else {
+                continue;
+            };
+            if s.fault {
                 return Err(WriteError::DeviceRefused(format!(
                     "joint {} (id {id}) reports a hardware error; reboot it (or power-cycle) to clear",
                     s.joint
                 )));
             }
+            if s.misses >= SERVO_DOWN_AFTER {
+                return Err(WriteError::Disconnected);
+            }
         }
+        let ids: Vec<u8> = goals.iter().map(|(id, _)| *id).collect();
+        self.refresh(io, &ids).await?;
         let want = match mode {
             GoalMode::Position => MODE_POSITION,
             GoalMode::Velocity => MODE_VELOCITY,
         };
-        let ids: Vec<u8> = goals.iter().map(|(id, _)| *id).collect();
         let switch: Vec<u8> = ids
             .iter()
             .copied()
@@ -451,6 +498,12 @@ impl DynamixelDriver {
                 }
             }
         }
+        let item = match mode {
+            GoalMode::Position => "goal_position",
+            GoalMode::Velocity => "goal_velocity",
+        };
+        let values: Vec<(u8, i64)> = goals.iter().map(|&(id, v)| (id, v as i64)).collect();
+        self.write_all(io, item, &values).await?;
         let enable: Vec<(u8, i64)> = ids
             .iter()
             .copied()
@@ -465,12 +518,48 @@ impl DynamixelDriver {
                 }
             }
         }
-        let item = match mode {
-            GoalMode::Position => "goal_position",
-            GoalMode::Velocity => "goal_velocity",
-        };
-        let values: Vec<(u8, i64)> = goals.iter().map(|&(id, v)| (id, v as i64)).collect();
-        self.write_all(io, item, &values).await
+        Ok(())
+    }
+
+    /// Reads Torque Enable and Operating Mode of the `ids` whose state is not known (since
+    /// the port opened, or since a servo came back from silence, perhaps power-cycled),
+    /// so a goal or a hold acts on what the servo is, not on a guess.
+    async fn refresh(&mut self, io: &mut BoxedStream, ids: &[u8]) -> Result<(), WriteError> {
+        let unknown: Vec<u8> = ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.servos
+                    .get(id)
+                    .is_some_and(|s| s.torque.is_none() || s.mode.is_none())
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        for (name, torque) in [("torque_enable", true), ("operating_mode", false)] {
+            let item = self
+                .model
+                .item(name)
+                .map_err(|e| WriteError::Unwritable(e.to_string()))?;
+            let request = sync_read(item.address, item.size as u16, &unknown)
+                .map_err(|e| WriteError::Unwritable(e.to_string()))?;
+            let got = self
+                .exchange(io, &request, &unknown, item.size as u16)
+                .await
+                .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
+            for (id, st) in &got {
+                let value = st.check().ok().and_then(|st| item.decode(&st.params));
+                if let (Some(v), Some(servo)) = (value, self.servos.get_mut(id)) {
+                    if torque {
+                        servo.torque = Some(v != 0);
+                    } else {
+                        servo.mode = u8::try_from(v).ok();
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The safe state: torque off, or each joint held where it is.
@@ -482,6 +571,7 @@ impl DynamixelDriver {
     ) -> Result<(), WriteError> {
         let mut off: Vec<u8> = ids.to_vec();
         if mode == SafeConfig::Hold {
+            self.refresh(io, ids).await?;
             // Only a joint under torque in position mode can hold; the others go limp.
             let holding: Vec<u8> = ids
                 .iter()
@@ -500,9 +590,9 @@ impl DynamixelDriver {
                 let request = sync_read(item.address, item.size as u16, &holding)
                     .map_err(|e| WriteError::Unwritable(e.to_string()))?;
                 let got = self
-                    .exchange(io, &request, &holding)
+                    .exchange(io, &request, &holding, item.size as u16)
                     .await
-                    .map_err(|_| WriteError::LinkFailed("the port failed".into()))?;
+                    .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
                 let mut hold = Vec::new();
                 for (id, s) in &got {
                     if let Some(v) = s.check().ok().and_then(|s| item.decode(&s.params)) {
@@ -526,6 +616,13 @@ impl DynamixelDriver {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a session ended, as a write's error reports it.
+fn ended_text(e: Ended) -> String {
+    match e {
+        Ended::Lost(reason) | Ended::Resync(reason) => reason,
     }
 }
 

@@ -234,6 +234,16 @@ fn items(ck: &mut Checker, at: &str, model: Model, names: Vec<String>) -> Option
     ok.then_some(out)
 }
 
+/// The positions a servo reaches in position control, in rad: the X series' 0..=4095
+/// (e-Manual, Min/Max Position Limit), the P series' half a turn either way.
+fn position_range(model: Model) -> (f64, f64) {
+    let units = model.units();
+    match model {
+        Model::XSeries => (units.position_rad(0), units.position_rad(4095)),
+        _ => (-std::f64::consts::PI, std::f64::consts::PI),
+    }
+}
+
 fn command(
     ck: &mut Checker,
     c: DynamixelCommandConfig,
@@ -303,6 +313,19 @@ fn command(
                     ok = false;
                 }
                 Some(Some((min, max))) if min.is_finite() && max.is_finite() && min <= max => {
+                    // A goal outside the servo's position range would be refused by the
+                    // servo without a word (Sync Write has no answer): refuse the limits.
+                    let (lo, hi) = position_range(model);
+                    if min < lo || max > hi {
+                        ck.problem(
+                            lat,
+                            format!(
+                                "must lie within the {model} position range [{lo:.4}, {hi:.4}] rad"
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
                     goals.push(JointGoal {
                         joint,
                         limits: (min, max),
@@ -428,6 +451,10 @@ serial = { path = "/dev/ttyUSB0", baud = 57600 }
             (
                 ("baud = 57600 }", "baud = 57600 }\nmodel = \"xl430\""),
                 "devices[0].model",
+            ),
+            (
+                ("elbow = [-2.0, 2.0] }", "elbow = [-2.0, 3.2] }"),
+                "devices[0].commands[0].limits.elbow: must lie within the",
             ),
             (
                 ("poll_hz = 50", "poll_hz = 0"),

@@ -34,6 +34,8 @@ pub enum RenderError {
     IdTooLong { id: u32, extended: bool },
     #[error("dlc {dlc} does not match {len} data bytes")]
     DlcMismatch { dlc: u8, len: usize },
+    #[error("a remote frame is classic CAN: no is_fd, at most dlc 8 and no data")]
+    RemoteNotClassic,
     #[error("a Dynamixel command is a sensor_msgs/JointState")]
     NotAJointState,
     /// The joints, lengths or limits refused it.
@@ -126,6 +128,10 @@ pub fn render(render: &CommandRender, msg: &Message) -> Result<DeviceWrite, Rend
                     extended: f.is_extended,
                 });
             }
+            // CAN FD has no remote frames; a remote frame asks for up to 8 bytes, carrying none.
+            if f.is_rtr && (f.is_fd || f.dlc > 8 || !f.data.is_empty()) {
+                return Err(RenderError::RemoteNotClassic);
+            }
             if f.data.len() > 64 || (!f.is_rtr && f.dlc as usize != f.data.len()) {
                 return Err(RenderError::DlcMismatch {
                     dlc: f.dlc,
@@ -198,6 +204,23 @@ mod tests {
         assert_eq!(
             err(&MessageType::Twist.new_message()),
             "a raw CAN command is a can_msgs/Frame"
+        );
+        let mut remote_fd = frame(0x300, false, 4, &[]);
+        remote_fd.set_path("is_rtr", &Scalar::Bool(true)).unwrap();
+        let remote_ok = render(&raw, &remote_fd).unwrap();
+        assert!(matches!(
+            remote_ok,
+            DeviceWrite::Can(CanFrame {
+                rtr: true,
+                fd: false,
+                dlc: 4,
+                ..
+            })
+        ));
+        remote_fd.set_path("is_fd", &Scalar::Bool(true)).unwrap();
+        assert_eq!(
+            err(&remote_fd),
+            "a remote frame is classic CAN: no is_fd, at most dlc 8 and no data"
         );
     }
 

@@ -61,6 +61,15 @@ impl DeviceDiag {
         self.missed.as_ref().map(|m| m.load(Ordering::Relaxed))
     }
 
+    /// Counts a protocol's error: under `errors`, and under each protocol-specific counter
+    /// it names (a CAN bus-off, a Dynamixel CRC error).
+    pub fn protocol_error(&self, e: &crate::protocols::ProtocolError) {
+        for counter in e.counters() {
+            self.count(counter);
+        }
+        self.error(e.to_string());
+    }
+
     /// Adds one to a protocol-specific counter, reported under `counters`.
     pub fn count(&self, counter: &'static str) {
         *self

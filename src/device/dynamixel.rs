@@ -90,10 +90,10 @@ impl DynamixelDriver {
         mut servo_diag: impl FnMut(&str) -> Arc<DeviceDiag>,
     ) -> DynamixelDriver {
         let mut servos = BTreeMap::new();
-        let mut add = |id: u8, joint: &str| {
-            servos.entry(id).or_insert_with(|| Servo {
-                joint: joint.to_string(),
-                diag: servo_diag(joint),
+        for j in bus.joints() {
+            servos.entry(j.id).or_insert_with(|| Servo {
+                joint: j.name.clone(),
+                diag: servo_diag(&j.name),
                 misses: 0,
                 retry_at: None,
                 backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(5)),
@@ -101,7 +101,7 @@ impl DynamixelDriver {
                 torque: None,
                 mode: None,
             });
-        };
+        }
         let mut polls = Vec::new();
         for (i, s) in bus.streams.iter().enumerate() {
             let DxlPoll {
@@ -109,9 +109,6 @@ impl DynamixelDriver {
                 joints,
                 read,
             } = &s.select;
-            for j in joints {
-                add(j.id, &j.name);
-            }
             let ids: Vec<u8> = joints.iter().map(|j| j.id).collect();
             let read = match read {
                 // Validation built the same poll, so this cannot fail here.
@@ -139,11 +136,6 @@ impl DynamixelDriver {
                 joints: joints.iter().map(|j| (j.name.clone(), j.id)).collect(),
                 read,
             });
-        }
-        for c in &bus.commands {
-            for g in &c.render.joints {
-                add(g.joint.id, &g.joint.name);
-            }
         }
         DynamixelDriver {
             name: name.to_string(),
@@ -175,18 +167,7 @@ impl DynamixelDriver {
         expect: &[u8],
         answer_len: u16,
     ) -> Result<BTreeMap<u8, Status>, Ended> {
-        if std::mem::take(&mut self.stale) {
-            self.drain(io).await?;
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(request)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Ended::Lost(format!("write failed: {e}"))),
-            Err(_) => {
-                return Err(Ended::Lost(
-                    "write timed out (the port takes nothing)".into(),
-                ))
-            }
-        }
+        self.send(io, request).await?;
         let mut got = BTreeMap::new();
         if expect.is_empty() {
             return Ok(got);
@@ -197,11 +178,8 @@ impl DynamixelDriver {
             Instant::now() + (self.timeout + self.on_wire(answer_len)) * expect.len() as u32;
         let mut buf = [0u8; 512];
         while got.len() < expect.len() {
-            let n = match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
-                Err(_) => break,
-                Ok(Ok(0)) => return Err(Ended::Lost("the port closed".into())),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(Ended::Lost(format!("read failed: {e}"))),
+            let Some(n) = read_until(io, &mut buf, deadline).await? else {
+                break;
             };
             let mut errors = Vec::new();
             self.parser.push(&buf[..n], |r| match r {
@@ -212,7 +190,7 @@ impl DynamixelDriver {
                 Err(e) => errors.push(e),
             });
             for e in errors {
-                self.corrupt(e);
+                self.diag.protocol_error(&ProtocolError::Dynamixel(e));
             }
         }
         if got.len() < expect.len() {
@@ -232,27 +210,23 @@ impl DynamixelDriver {
         }
     }
 
-    /// Reads and drops whatever arrives within one timeout: a late answer to an earlier
-    /// request must not be taken for the answer to the next one.
-    async fn drain(&mut self, io: &mut BoxedStream) -> Result<(), Ended> {
-        let until = Instant::now() + self.timeout;
-        let mut buf = [0u8; 512];
-        while let Ok(r) = tokio::time::timeout_at(until, io.read(&mut buf)).await {
-            match r {
-                Ok(0) => return Err(Ended::Lost("the port closed".into())),
-                Ok(_) => {}
-                Err(e) => return Err(Ended::Lost(format!("read failed: {e}"))),
-            }
+    /// Writes a request. After a request that went unanswered, first reads and drops
+    /// whatever arrives within one timeout: a late answer to the earlier request must not
+    /// be taken for the answer to this one.
+    async fn send(&mut self, io: &mut BoxedStream, bytes: &[u8]) -> Result<(), Ended> {
+        if std::mem::take(&mut self.stale) {
+            let until = Instant::now() + self.timeout;
+            let mut buf = [0u8; 512];
+            while read_until(io, &mut buf, until).await?.is_some() {}
+            self.parser.reset();
         }
-        self.parser.reset();
-        Ok(())
-    }
-
-    fn corrupt(&self, e: DynamixelError) {
-        if matches!(e, DynamixelError::Crc { .. }) {
-            self.diag.count("crc_errors");
+        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Ended::Lost(format!("write failed: {e}"))),
+            Err(_) => Err(Ended::Lost(
+                "write timed out (the port takes nothing)".into(),
+            )),
         }
-        self.diag.error(e.to_string());
     }
 
     /// Books a servo's answer (or its silence): health, the alert, and the status error.
@@ -435,18 +409,49 @@ impl DynamixelDriver {
         let refs: Vec<(u8, &[u8])> = data.iter().map(|(id, d)| (*id, d.as_slice())).collect();
         let packet =
             sync_write(item.address, &refs).map_err(|e| WriteError::Unwritable(e.to_string()))?;
-        if std::mem::take(&mut self.stale) {
-            self.drain(io)
-                .await
-                .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
+        self.send(io, &packet)
+            .await
+            .map_err(|e| WriteError::LinkFailed(ended_text(e)))
+    }
+
+    /// `item` of the servos `ids` that answer it: one Sync Read.
+    async fn read_item(
+        &mut self,
+        io: &mut BoxedStream,
+        item: &str,
+        ids: &[u8],
+    ) -> Result<BTreeMap<u8, i64>, WriteError> {
+        let item = self
+            .model
+            .item(item)
+            .map_err(|e| WriteError::Unwritable(e.to_string()))?;
+        let request = sync_read(item.address, item.size as u16, ids)
+            .map_err(|e| WriteError::Unwritable(e.to_string()))?;
+        let got = self
+            .exchange(io, &request, ids, item.size as u16)
+            .await
+            .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
+        Ok(got
+            .iter()
+            .filter_map(|(id, s)| Some((*id, item.decode(&s.check().ok()?.params)?)))
+            .collect())
+    }
+
+    /// Torque on or off for `ids`, and what the driver knows of them.
+    async fn torque(
+        &mut self,
+        io: &mut BoxedStream,
+        ids: &[u8],
+        on: bool,
+    ) -> Result<(), WriteError> {
+        let values: Vec<(u8, i64)> = ids.iter().map(|&id| (id, i64::from(on))).collect();
+        self.write_all(io, "torque_enable", &values).await?;
+        for id in ids {
+            if let Some(s) = self.servos.get_mut(id) {
+                s.torque = Some(on);
+            }
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(&packet)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(WriteError::LinkFailed(format!("write failed: {e}"))),
-            Err(_) => Err(WriteError::LinkFailed(
-                "write timed out (the port takes nothing)".into(),
-            )),
-        }
+        Ok(())
     }
 
     /// Goals, all or none: refused while a joint reports a hardware error or does not
@@ -487,14 +492,12 @@ impl DynamixelDriver {
             .collect();
         if !switch.is_empty() {
             // Operating Mode is EEPROM: a servo takes it only with its torque off.
-            let off: Vec<(u8, i64)> = switch.iter().map(|&id| (id, 0)).collect();
-            self.write_all(io, "torque_enable", &off).await?;
+            self.torque(io, &switch, false).await?;
             let modes: Vec<(u8, i64)> = switch.iter().map(|&id| (id, want as i64)).collect();
             self.write_all(io, "operating_mode", &modes).await?;
             for id in &switch {
                 if let Some(s) = self.servos.get_mut(id) {
                     s.mode = Some(want);
-                    s.torque = Some(false);
                 }
             }
         }
@@ -504,19 +507,13 @@ impl DynamixelDriver {
         };
         let values: Vec<(u8, i64)> = goals.iter().map(|&(id, v)| (id, v as i64)).collect();
         self.write_all(io, item, &values).await?;
-        let enable: Vec<(u8, i64)> = ids
+        let enable: Vec<u8> = ids
             .iter()
             .copied()
             .filter(|id| self.servos.get(id).is_some_and(|s| s.torque != Some(true)))
-            .map(|id| (id, 1))
             .collect();
         if !enable.is_empty() {
-            self.write_all(io, "torque_enable", &enable).await?;
-            for (id, _) in &enable {
-                if let Some(s) = self.servos.get_mut(id) {
-                    s.torque = Some(true);
-                }
-            }
+            self.torque(io, &enable, true).await?;
         }
         Ok(())
     }
@@ -537,26 +534,14 @@ impl DynamixelDriver {
         if unknown.is_empty() {
             return Ok(());
         }
-        for (name, torque) in [("torque_enable", true), ("operating_mode", false)] {
-            let item = self
-                .model
-                .item(name)
-                .map_err(|e| WriteError::Unwritable(e.to_string()))?;
-            let request = sync_read(item.address, item.size as u16, &unknown)
-                .map_err(|e| WriteError::Unwritable(e.to_string()))?;
-            let got = self
-                .exchange(io, &request, &unknown, item.size as u16)
-                .await
-                .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
-            for (id, st) in &got {
-                let value = st.check().ok().and_then(|st| item.decode(&st.params));
-                if let (Some(v), Some(servo)) = (value, self.servos.get_mut(id)) {
-                    if torque {
-                        servo.torque = Some(v != 0);
-                    } else {
-                        servo.mode = u8::try_from(v).ok();
-                    }
-                }
+        let torque = self.read_item(io, "torque_enable", &unknown).await?;
+        let mode = self.read_item(io, "operating_mode", &unknown).await?;
+        for (id, servo) in &mut self.servos {
+            if let Some(v) = torque.get(id) {
+                servo.torque = Some(*v != 0);
+            }
+            if let Some(v) = mode.get(id) {
+                servo.mode = u8::try_from(*v).ok();
             }
         }
         Ok(())
@@ -583,22 +568,11 @@ impl DynamixelDriver {
                 })
                 .collect();
             if !holding.is_empty() {
-                let item = self
-                    .model
-                    .item("present_position")
-                    .map_err(|e| WriteError::Unwritable(e.to_string()))?;
-                let request = sync_read(item.address, item.size as u16, &holding)
-                    .map_err(|e| WriteError::Unwritable(e.to_string()))?;
-                let got = self
-                    .exchange(io, &request, &holding, item.size as u16)
-                    .await
-                    .map_err(|e| WriteError::LinkFailed(ended_text(e)))?;
-                let mut hold = Vec::new();
-                for (id, s) in &got {
-                    if let Some(v) = s.check().ok().and_then(|s| item.decode(&s.params)) {
-                        hold.push((*id, v));
-                    }
-                }
+                let hold: Vec<(u8, i64)> = self
+                    .read_item(io, "present_position", &holding)
+                    .await?
+                    .into_iter()
+                    .collect();
                 off.retain(|id| !hold.iter().any(|(h, _)| h == id));
                 if !hold.is_empty() {
                     self.write_all(io, "goal_position", &hold).await?;
@@ -608,14 +582,21 @@ impl DynamixelDriver {
         if off.is_empty() {
             return Ok(());
         }
-        let zeros: Vec<(u8, i64)> = off.iter().map(|&id| (id, 0)).collect();
-        self.write_all(io, "torque_enable", &zeros).await?;
-        for id in &off {
-            if let Some(s) = self.servos.get_mut(id) {
-                s.torque = Some(false);
-            }
-        }
-        Ok(())
+        self.torque(io, &off, false).await
+    }
+}
+
+/// Reads what arrives before `until`: its length, or `None` when nothing came in time.
+async fn read_until(
+    io: &mut BoxedStream,
+    buf: &mut [u8],
+    until: Instant,
+) -> Result<Option<usize>, Ended> {
+    match tokio::time::timeout_at(until, io.read(buf)).await {
+        Err(_) => Ok(None),
+        Ok(Ok(0)) => Err(Ended::Lost("the port closed".into())),
+        Ok(Ok(n)) => Ok(Some(n)),
+        Ok(Err(e)) => Err(Ended::Lost(format!("read failed: {e}"))),
     }
 }
 

@@ -261,12 +261,7 @@ impl<D: Driver> Runner<D> {
         for o in out.drain(..) {
             match o {
                 Output::Frame => self.diag.frame(),
-                Output::Error(e) => {
-                    for counter in e.counters() {
-                        self.diag.count(counter);
-                    }
-                    self.diag.error(e.to_string());
-                }
+                Output::Error(e) => self.diag.protocol_error(&e),
                 Output::Sample {
                     stream,
                     stamp,

@@ -339,18 +339,8 @@ fn describe_write(model: Model, r: &Request) -> Option<String> {
 
 /// A servo for every id the robot file names on the bus.
 fn servos(bus: &Dynamixel) -> ServoBus {
-    let mut ids: Vec<u8> = bus
-        .streams
-        .iter()
-        .flat_map(|s| s.select.joints.iter().map(|j| j.id))
-        .chain(
-            bus.commands
-                .iter()
-                .flat_map(|c| c.render.joints.iter().map(|g| g.joint.id)),
-        )
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    // ServoBus drops repeated ids.
+    let ids: Vec<u8> = bus.joints().map(|j| j.id).collect();
     ServoBus::new(bus.model, &ids)
 }
 

@@ -22,6 +22,18 @@ pub struct Dynamixel {
     pub commands: Vec<Command<DxlCommand>>,
 }
 
+impl Dynamixel {
+    /// Every joint the robot file names on the bus, streams' then commands', in file
+    /// order (a joint in several appears several times).
+    pub fn joints(&self) -> impl Iterator<Item = &Joint> {
+        self.streams.iter().flat_map(|s| &s.select.joints).chain(
+            self.commands
+                .iter()
+                .flat_map(|c| c.render.joints.iter().map(|g| &g.joint)),
+        )
+    }
+}
+
 /// A servo and the joint it drives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joint {

@@ -13,6 +13,7 @@ use crate::safety::events::{
     Ack, Action, Command, Event, Outcome, Rejection, Route, Write, WriteId,
 };
 use crate::safety::{Payload, Supervisor};
+use crate::service::Pulse;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -197,6 +198,7 @@ impl CommandRouter {
         mut self,
         mut incoming: mpsc::Receiver<Incoming>,
         device_links: Vec<watch::Receiver<bool>>,
+        mut pulse: Pulse,
         mut stop: watch::Receiver<bool>,
     ) {
         let (up_tx, mut up_rx) = mpsc::channel::<usize>(16);
@@ -231,6 +233,7 @@ impl CommandRouter {
                 // A device that (re)appears may hold a command from before it vanished.
                 Some(dev) = up_rx.recv() => self.feed(Event::DeviceConnected(dev)),
                 _ = stop.changed() => break,
+                epoch = pulse.pinged() => pulse.answer(epoch).await,
             }
         }
         // Every actuator to its safe state before exit. Every write has a deadline, so

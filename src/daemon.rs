@@ -17,6 +17,7 @@ use crate::meta::{self, Topics};
 use crate::protocols::can::{Can, CanCore, CanLink, SlcanProtocol};
 use crate::protocols::lines::LinesDecoder;
 use crate::protocols::nmea::NmeaDecoder;
+use crate::service::{Pulse, Service};
 use crate::spool::Spool;
 use crate::state::{self, StateError};
 use crate::stream::StreamPublisher;
@@ -57,18 +58,74 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let running = start(&robot, &settings, stop_rx).await?;
+    let mut service = Service::from_env();
+    let running = start_with(&robot, &settings, stop_rx.clone(), &mut service).await?;
+    // Ready once the settings and robot file are valid and every task has started; the
+    // broker may be away, and the daemon works (and keeps actuators safe) without it.
+    let status = status_reporter(&running, &robot, &settings.mqtt.url);
+    let stopping = service.start(status, stop_rx);
     shutdown.await;
+    stopping.send();
     tracing::info!(robot = %robot.id, "stopping");
     stop(running, stop_tx).await;
     Ok(())
 }
 
-/// Starts every task of the daemon.
+/// The one-line state systemd shows: the broker link and which devices are up.
+fn status_reporter(
+    running: &Running,
+    robot: &Robot,
+    url: &str,
+) -> impl Fn() -> String + Send + 'static {
+    let stats = running.bus.stats().clone();
+    // The devices themselves, not the Modbus units or Dynamixel joints behind them.
+    let devices: Vec<Arc<DeviceDiag>> = running
+        .diags
+        .iter()
+        .filter(|d| robot.devices.iter().any(|dev| dev.name == d.name))
+        .cloned()
+        .collect();
+    let url = url.to_string();
+    move || {
+        let connected = stats.connected.load(std::sync::atomic::Ordering::Relaxed);
+        status_line(connected, &url, &devices)
+    }
+}
+
+fn status_line(connected: bool, url: &str, devices: &[Arc<DeviceDiag>]) -> String {
+    let down: Vec<&str> = devices
+        .iter()
+        .filter(|d| !d.is_connected())
+        .map(|d| d.name.as_str())
+        .collect();
+    let link = if connected {
+        "connected to"
+    } else {
+        "no broker at"
+    };
+    let up = devices.len() - down.len();
+    let mut line = format!("{link} {url}; devices {up}/{} up", devices.len());
+    if !down.is_empty() {
+        line.push_str(&format!(" (down: {})", down.join(", ")));
+    }
+    line
+}
+
+/// Starts every task of the daemon, outside a service manager.
 pub async fn start(
     robot: &Robot,
     settings: &Settings,
     stop: watch::Receiver<bool>,
+) -> Result<Running, DaemonError> {
+    start_with(robot, settings, stop, &mut Service::default()).await
+}
+
+/// Starts every task of the daemon, each with its probe for `service`'s watchdog.
+pub async fn start_with(
+    robot: &Robot,
+    settings: &Settings,
+    stop: watch::Receiver<bool>,
+    service: &mut Service,
 ) -> Result<Running, DaemonError> {
     let boot = state::next_boot(&settings.state_dir(), &robot.id)?;
     let topics = Topics::new(&settings.mqtt.topic_prefix, &robot.id);
@@ -79,6 +136,7 @@ pub async fn start(
     };
     let mut cfg = BusConfig::from_settings(settings, client_id)?;
     cfg.will = Some(meta::status_message(&topics, false, boot));
+    cfg.pulse = service.pulse("bus");
     let catalog = meta::catalog(robot, &topics, boot);
     cfg.birth = vec![
         meta::status_message(&topics, true, boot),
@@ -140,6 +198,7 @@ pub async fn start(
             writes: wrx,
             link: link_tx,
             stop: stop.clone(),
+            pulse: service.pulse(&format!("device:{}", device.name)),
         };
         match &device.kind {
             DeviceKind::Modbus(modbus) => {
@@ -216,7 +275,11 @@ pub async fn start(
             robot_state.clone(),
         );
         let links = devices.iter().map(|d| d.link.clone()).collect();
-        Some((rstop_tx, tokio::spawn(r.run(incoming, links, rstop_rx))))
+        let pulse = service.pulse("commands");
+        Some((
+            rstop_tx,
+            tokio::spawn(r.run(incoming, links, pulse, rstop_rx)),
+        ))
     } else {
         None
     };
@@ -249,6 +312,7 @@ struct Parts {
     writes: Writes,
     link: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
+    pulse: Pulse,
 }
 
 impl Parts {
@@ -268,6 +332,7 @@ impl Parts {
             data: self.data,
             writes: self.writes,
             link: self.link,
+            pulse: self.pulse,
         };
         tokio::spawn(runner.run(self.stop));
     }
@@ -319,5 +384,26 @@ async fn publish_diagnostics(
             }
             Err(e) => tracing::error!("cannot encode diagnostics: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_names_the_broker_link_and_the_devices_that_are_down() {
+        let (gps, base) = (DeviceDiag::new("gps"), DeviceDiag::new("base"));
+        base.set_connected(true);
+        let devices = [gps.clone(), base];
+        assert_eq!(
+            status_line(false, "mqtt://b:1883", &devices),
+            "no broker at mqtt://b:1883; devices 1/2 up (down: gps)"
+        );
+        gps.set_connected(true);
+        assert_eq!(
+            status_line(true, "mqtt://b:1883", &devices),
+            "connected to mqtt://b:1883; devices 2/2 up"
+        );
     }
 }

@@ -51,6 +51,7 @@ pub mod messages;
 pub mod meta;
 pub mod protocols;
 pub mod safety;
+pub mod service;
 pub mod sim;
 pub mod spec;
 pub mod spool;

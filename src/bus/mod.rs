@@ -113,6 +113,8 @@ pub struct BusConfig {
     pub max_inflight: usize,
     /// Capacity of the incoming message queue; beyond it messages are dropped and counted.
     pub incoming_capacity: usize,
+    /// Answers the watchdog's pings while the bus task's loops turn.
+    pub pulse: crate::service::Pulse,
 }
 
 impl std::fmt::Debug for BusConfig {
@@ -154,6 +156,7 @@ impl BusConfig {
             drop_oldest: settings.spool.on_full == crate::config::settings::OnFull::DropOldest,
             max_inflight: 1000,
             incoming_capacity: 4096,
+            pulse: crate::service::Pulse::none(),
         })
     }
 }

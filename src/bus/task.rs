@@ -163,6 +163,7 @@ impl Ctx {
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 r = &mut fut => return Some(r),
+                epoch = self.cfg.pulse.pinged() => self.cfg.pulse.answer(epoch).await,
                 cmd = self.q.control.recv() => match cmd {
                     None => {
                         self.close();
@@ -460,6 +461,7 @@ impl Ctx {
                     }
                 },
                 _ = sleep_until(flush_at.unwrap_or(far)), if flush_at.is_some() => self.flush(),
+                epoch = self.cfg.pulse.pinged() => self.cfg.pulse.answer(epoch).await,
                 // Spooled messages read back from disk: the loop sends them.
                 _ = self.outbox.readable() => {}
                 _ = sleep_until(wait.deadline) => {

@@ -8,6 +8,7 @@ use crate::backoff::Backoff;
 use crate::bus::{DataSender, Outgoing};
 use crate::diagnostics::DeviceDiag;
 use crate::protocols::Output;
+use crate::service::Pulse;
 use crate::stream::StreamPublisher;
 use crate::transport::TransportError;
 use std::future::Future;
@@ -114,6 +115,8 @@ pub struct Runner<D: Driver> {
     pub writes: Writes,
     /// Whether the device is open, for the safety layer.
     pub link: watch::Sender<bool>,
+    /// Answers the watchdog's pings while the runner's loops turn.
+    pub pulse: Pulse,
 }
 
 /// Why a session ended.
@@ -134,7 +137,18 @@ impl<D: Driver> Runner<D> {
                 self.down();
                 return;
             }
-            match self.driver.open().await {
+            let opened = {
+                // Opening may take a while (a TCP connect): the watchdog is answered meanwhile.
+                let open = self.driver.open();
+                tokio::pin!(open);
+                loop {
+                    tokio::select! {
+                        r = &mut open => break r,
+                        epoch = self.pulse.pinged() => self.pulse.answer(epoch).await,
+                    }
+                }
+            };
+            match opened {
                 Err(e) => {
                     if std::mem::take(&mut resyncing) {
                         self.down();
@@ -191,6 +205,7 @@ impl<D: Driver> Runner<D> {
             tokio::select! {
                 _ = sleep_until(wake) => return true,
                 _ = shutdown.changed() => return false,
+                epoch = self.pulse.pinged() => self.pulse.answer(epoch).await,
                 req = self.writes.next() => match req {
                     Some(req) => refuse(req, WriteError::Disconnected),
                     None => return false,
@@ -213,6 +228,7 @@ impl<D: Driver> Runner<D> {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break Stop::Shutdown,
+                epoch = self.pulse.pinged() => self.pulse.answer(epoch).await,
                 req = self.writes.next() => {
                     let Some(req) = req else { break Stop::Shutdown };
                     let written = self.driver.write(conn, &req.write).await;
@@ -381,6 +397,7 @@ format = "kv"
                 data: bus.data_sender(),
                 writes,
                 link: link_tx,
+                pulse: Pulse::none(),
             };
             let task = tokio::spawn(runner.run(stop_rx));
             Rig {

@@ -59,13 +59,13 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut service = Service::from_env();
-    let running = start_with(&robot, &settings, stop_rx.clone(), &mut service).await?;
+    let running = start_with(&robot, &settings, stop_rx, &mut service).await?;
     // Ready once the settings and robot file are valid and every task has started; the
     // broker may be away, and the daemon works (and keeps actuators safe) without it.
     let status = status_reporter(&running, &robot, &settings.mqtt.url);
-    let stopping = service.start(status, stop_rx);
+    let stopping = service.start(status);
     shutdown.await;
-    stopping.send();
+    stopping.send().await;
     tracing::info!(robot = %robot.id, "stopping");
     stop(running, stop_tx).await;
     Ok(())

@@ -94,8 +94,9 @@ fn daemon(manager: &Manager, robot: String, url: &str, state: &std::path::Path) 
 
 #[tokio::test]
 async fn ready_without_a_broker_then_watchdog_status_and_stopping() {
-    let mut broker = Broker::start();
-    let url = broker.url();
+    // Through a proxy, so the shutdown can be made to wait for the broker (below).
+    let mut broker = Broker::options().proxy().start();
+    let url = broker.daemon_url();
     broker.stop();
     let mut manager = Manager::bind();
     let state = state_dir();
@@ -140,15 +141,21 @@ async fn ready_without_a_broker_then_watchdog_status_and_stopping() {
     let m = sub.wait_topic(&format!("robot/{id}/battery")).await;
     assert_eq!(m.get("voltage"), &rmpv::Value::F32(12.5));
 
+    // A stalled link holds the shutdown for its grace period (the offline status waits
+    // for its acknowledgement), so a late WATCHDOG=1 would show.
+    broker.proxy().stall(true);
     daemon.signal(Signal::SIGTERM);
     let stopping = manager.wait_for("STOPPING=1", DEADLINE).await;
     assert!(stopping.contains("STATUS=stopping"), "{stopping}");
+    // Nothing after STOPPING: a WATCHDOG=1 would re-arm systemd's watchdog during the
+    // shutdown, and a status would hide "stopping".
+    let after = manager.collect_for(Duration::from_millis(1500)).await;
+    assert!(after.is_empty(), "sent after STOPPING=1: {after:?}");
     let status = daemon.wait_exit(DEADLINE).await.expect("the daemon exits");
     assert!(status.success(), "{status:?}");
-    sub.wait_state(&id, "offline").await;
 }
 
-/// Runs the daemon with `task` wedged 1.5 s after start, and checks that WATCHDOG=1 came
+/// Runs the daemon with `task` wedged 2 s after start, and checks that WATCHDOG=1 came
 /// before and stops after, while the log names the task.
 async fn wedged(task: &str) {
     let broker = Broker::start();
@@ -162,7 +169,7 @@ async fn wedged(task: &str) {
         &broker.daemon_url(),
         state.path(),
     )
-    .env("BOTBUS_TEST_WEDGE", &format!("{task}@1500"));
+    .env("BOTBUS_TEST_WEDGE", &format!("{task}@2000"));
     let daemon = Daemon::start(opts);
     manager.wait_for("READY=1", DEADLINE).await;
     let started = Instant::now();
@@ -190,7 +197,7 @@ async fn wedged(task: &str) {
     );
     let log = daemon.log();
     assert!(
-        log.contains("stopped answering") && log.contains(task),
+        log.contains("stopped answering") && log.contains(&format!("tasks={task}")),
         "the log names the wedged task: {log}"
     );
 }

@@ -2,15 +2,18 @@
 //! through the notify protocol. Without a service manager (`NOTIFY_SOCKET` unset) none
 //! of it does anything.
 
+pub mod feeder;
 pub mod notify;
 pub mod pulse;
 
 pub use notify::Notifier;
 pub use pulse::{Pulse, Pulses};
 
+pub use feeder::Feeder;
+
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+use tokio::time::MissedTickBehavior;
 
 /// How often the status line is refreshed when it changed.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -45,66 +48,82 @@ impl Service {
     }
 
     /// Sends `READY=1` and the first status, then keeps the watchdog fed and the status
-    /// current until `stop`. `status` is called on every refresh.
-    pub fn start(
-        self,
-        status: impl Fn() -> String + Send + 'static,
-        stop: watch::Receiver<bool>,
-    ) -> Stopping {
+    /// current until [`Stopping::send`]. `status` is called on every refresh.
+    pub fn start(self, status: impl Fn() -> String + Send + 'static) -> Stopping {
         let notifier = self.notifier.clone();
+        let mut task = None;
         if notifier.enabled() {
             let first = status();
             notifier.send(&format!("READY=1\n{}", notify::status(&first)));
             tracing::debug!(status = %first, "told systemd we are ready");
-            tokio::spawn(supervise(self.notifier, self.pulses, status, first, stop));
+            task = Some(tokio::spawn(supervise(
+                self.notifier,
+                self.pulses,
+                status,
+                first,
+            )));
         }
-        Stopping(notifier)
+        Stopping { notifier, task }
     }
 }
 
 /// Tells the manager that the daemon is stopping.
-pub struct Stopping(Arc<Notifier>);
+pub struct Stopping {
+    notifier: Arc<Notifier>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
 
 impl Stopping {
-    pub fn send(&self) {
-        self.0
+    /// Ends the watchdog and status updates, then sends `STOPPING=1`. In that order: a
+    /// `WATCHDOG=1` after `STOPPING=1` would re-arm systemd's watchdog in the middle of
+    /// the shutdown, and a status refresh would hide "stopping".
+    pub async fn send(self) {
+        if let Some(task) = self.task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.notifier
             .send("STOPPING=1\nSTATUS=stopping: actuators to safe state, flushing");
     }
 }
 
-/// Every half watchdog period: `WATCHDOG=1` if every task answered the last ping, then a
-/// new ping. A task that did not answer withholds the notification, so systemd restarts
-/// a daemon with a wedged part instead of trusting a half-dead one.
+/// Feeds the watchdog while every task answers its pings, and keeps the status current.
 async fn supervise(
     notifier: Arc<Notifier>,
     pulses: Pulses,
     status: impl Fn() -> String,
     mut last: String,
-    mut stop: watch::Receiver<bool>,
 ) {
-    let half = notifier.watchdog().map(|w| w / 2);
-    let mut feed = tokio::time::interval(half.unwrap_or(Duration::from_secs(3600)));
+    let watchdog = notifier.watchdog();
+    let mut feeder = watchdog.map(|w| Feeder::new(w / 2, Instant::now()));
+    let check = watchdog.map_or(Duration::from_secs(3600), Feeder::check_every);
+    let mut checks = tokio::time::interval(check);
+    // A late wake-up (a loaded machine) must not fire a burst of checks that find the
+    // ping they just sent unanswered.
+    checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut refresh = tokio::time::interval(STATUS_EVERY);
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
     refresh.tick().await;
-    let mut withheld = false;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = feed.tick(), if half.is_some() => {
-                let stuck = pulses.stuck();
-                if stuck.is_empty() {
-                    notifier.send("WATCHDOG=1");
-                    if std::mem::take(&mut withheld) {
-                        tracing::info!("every task answers again; watchdog fed");
-                    }
-                } else if !withheld {
-                    withheld = true;
+            _ = checks.tick(), if feeder.is_some() => {
+                let Some(f) = feeder.as_mut() else { continue };
+                let d = f.check(Instant::now(), pulses.stuck().is_empty());
+                if d.withheld {
                     tracing::error!(
-                        tasks = %stuck.join(", "),
+                        tasks = %pulses.stuck().join(", "),
                         "tasks stopped answering; withholding the watchdog so systemd restarts the daemon"
                     );
                 }
-                pulses.ping();
+                if d.recovered {
+                    tracing::info!("every task answers again; watchdog fed");
+                }
+                if d.ping {
+                    pulses.ping();
+                }
+                if d.feed {
+                    notifier.send("WATCHDOG=1");
+                }
             }
             _ = refresh.tick() => {
                 let now = status();

@@ -81,7 +81,13 @@ impl Notifier {
             .watchdog_pid
             .as_ref()
             .is_none_or(|p| p.parse::<u32>() == Ok(pid));
-        let socket = UnixDatagram::unbound().ok().map(|s| (s, addr));
+        // Non-blocking: a manager that stopped reading must never hold up the daemon (the
+        // safe-state writes come right after STOPPING=1); a datagram it cannot take is
+        // dropped, as sd_notify(3) allows.
+        let socket = UnixDatagram::unbound()
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .ok()
+            .map(|s| (s, addr));
         Ok(Notifier {
             socket,
             watchdog: watchdog.filter(|_| ours),

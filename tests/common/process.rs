@@ -11,11 +11,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// Removes every inherited `BOTBUS_*` variable (and `RUST_LOG`) so the developer's
-/// environment cannot change what a test checks.
+/// Variables of a service manager or terminal that change how the daemon behaves.
+const MANAGER_VARS: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+    "NO_COLOR",
+];
+
+/// Removes every inherited `BOTBUS_*` variable (and `RUST_LOG`, and a service manager's
+/// `NOTIFY_SOCKET` and friends, when the tests run under one) so the developer's or the
+/// CI job's environment cannot change what a test checks.
 fn scrub(mut remove: impl FnMut(String)) {
     for (k, _) in std::env::vars() {
-        if k.starts_with("BOTBUS_") || k == "RUST_LOG" {
+        if k.starts_with("BOTBUS_") || k == "RUST_LOG" || MANAGER_VARS.contains(&k.as_str()) {
             remove(k);
         }
     }

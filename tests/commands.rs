@@ -722,8 +722,10 @@ async fn ten_thousand_random_payloads_leave_the_daemon_running_with_flat_rss_and
         "RSS grew from {rss_after_1000} KiB to {rss_after_10000} KiB"
     );
 
-    // Random payloads that happen to be valid Twists were accepted; let the rate limit pass.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Random payloads that happen to be valid Twists were accepted. Let the rate limit
+    // pass, and the deadman (500 ms) of the last of them fire: a command that meets that
+    // safe write in flight is superseded by it, as the supervisor's tests require.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     rig.publish(
         "drive",
         msgpack(&serde_json::json!({"id": "after-flood", "linear": {"x": 0.9}})),

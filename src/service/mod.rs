@@ -6,10 +6,9 @@ pub mod feeder;
 pub mod notify;
 pub mod pulse;
 
+pub use feeder::Feeder;
 pub use notify::Notifier;
 pub use pulse::{Pulse, Pulses};
-
-pub use feeder::Feeder;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

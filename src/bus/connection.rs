@@ -279,6 +279,12 @@ impl Connection {
                 Err(rumqttc::Error::InsufficientBytes(_)) => return Ok(()),
                 Err(e) => return Err(Lost::BadPacket(e)),
             };
+            // Any packet from the broker proves the link is not half-open. A broker busy
+            // with a burst answers the ping only after the PUBLISHes queued before it, so
+            // while acknowledgements keep coming the PINGRESP wait starts again.
+            if self.pong_deadline.is_some() && self.ping_unsent == 0 {
+                self.pong_deadline = Some(now + self.keep_alive / 2);
+            }
             let r = self.session.on_packet(packet)?;
             if let Some(reply) = r.reply {
                 self.write_packet(reply);

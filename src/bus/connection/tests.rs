@@ -60,6 +60,23 @@ fn no_pingresp_in_time_means_a_half_open_connection() {
 }
 
 #[test]
+fn acknowledgements_arriving_while_a_ping_waits_prove_the_link_is_alive() {
+    let t0 = Instant::now();
+    let mut c = conn(t0);
+    c.publish(msg("t", QoS::AtLeastOnce, 10));
+    c.on_tick(t0 + KA).unwrap();
+    written(&mut c, t0 + KA);
+    // A busy broker acknowledges the burst sent before the ping, just before the
+    // PINGRESP deadline: the wait for the PINGRESP starts again from there.
+    let t1 = t0 + KA + KA / 2 - Duration::from_millis(1);
+    feed(&mut c, Packet::PubAck(PubAck::new(1)), t1).unwrap();
+    assert!(c.on_tick(t0 + KA + KA / 2).is_ok());
+    assert_eq!(c.poll(t1).deadline, t1 + KA / 2);
+    // Silence after that is still a half-open link.
+    assert!(c.on_tick(t1 + KA / 2).is_err());
+}
+
+#[test]
 fn the_pingresp_wait_counts_from_when_the_ping_left_behind_a_backlog() {
     let t0 = Instant::now();
     let mut c = conn(t0);

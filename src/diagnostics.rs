@@ -132,7 +132,7 @@ impl DeviceDiag {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DeviceReport {
     pub name: String,
     pub connected: bool,
@@ -148,7 +148,7 @@ pub struct DeviceReport {
     pub counters: BTreeMap<&'static str, u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MqttReport {
     pub connected: bool,
     pub reconnects: u64,
@@ -159,7 +159,7 @@ pub struct MqttReport {
 }
 
 /// The `robot/<id>/diagnostics` payload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DiagnosticsReport {
     pub header: Header,
     pub devices: Vec<DeviceReport>,

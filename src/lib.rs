@@ -31,6 +31,9 @@
 //! - [`bench`](mod@bench): `botbus bench`, the end-to-end benchmark (device → daemon → broker →
 //!   subscriber, commands back, `mosquitto_pub` baseline, simulated fleets).
 //! - [`fleet`]: fleet-side tools (`topic echo`) and MessagePack ↔ JSON.
+//! - [`view`]: what viewers see: topics typed from the catalogs, JSON payloads, JSON Schemas.
+//! - [`foxglove`]: `botbus foxglove`, a Foxglove WebSocket server for live topics.
+//! - [`recording`]: `botbus record` and `botbus play`, MCAP files of the bus.
 //! - [`backoff`]: jittered exponential backoff.
 //! - [`certs`]: `botbus certs`, sans-IO: a CA, the broker's certificate and per-robot and
 //!   fleet client certificates for mutual TLS with per-robot ACLs.
@@ -47,9 +50,11 @@ pub mod demo;
 pub mod device;
 pub mod diagnostics;
 pub mod fleet;
+pub mod foxglove;
 pub mod messages;
 pub mod meta;
 pub mod protocols;
+pub mod recording;
 pub mod safety;
 pub mod service;
 pub mod sim;
@@ -59,6 +64,7 @@ pub mod state;
 pub mod stream;
 pub mod tls;
 pub mod transport;
+pub mod view;
 
 /// Shared pieces of the fuzz targets beside each parser (test builds only).
 #[cfg(test)]

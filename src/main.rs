@@ -72,6 +72,40 @@ async fn run_command(cli: Cli) -> Result<()> {
             let opts = cli::bench::options(&conn, args)?;
             cli::bench::run(opts, json, stdout()).await?;
         }
+        Command::Foxglove {
+            filter,
+            conn,
+            listen,
+        } => {
+            let opts = tool::options(&conn)?;
+            cli::view::foxglove(opts, &filter, listen, signal::shutdown(), stdout()).await?;
+        }
+        Command::Record {
+            filter,
+            output,
+            conn,
+            seconds,
+            raw,
+        } => {
+            let opts = tool::options(&conn)?;
+            let until = signal::shutdown_or_after(seconds.map(Duration::from_secs_f64));
+            cli::view::record(opts, &filter, &output, raw, until, stdout()).await?;
+        }
+        Command::Play {
+            file,
+            conn,
+            rate,
+            looped,
+            topics,
+        } => {
+            let opts = tool::options(&conn)?;
+            let po = botbus::recording::PlayOptions {
+                rate,
+                looped,
+                topics,
+            };
+            cli::view::play(opts, &file, po, signal::shutdown(), stdout()).await?;
+        }
         Command::Certs { command } => {
             cli::certs::run(&command, std::time::SystemTime::now(), stdout())?;
         }

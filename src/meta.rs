@@ -43,7 +43,7 @@ impl Topics {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     pub state: String,
     pub boot: u64,
@@ -60,7 +60,7 @@ pub fn status_message(topics: &Topics, online: bool, boot: u64) -> Outgoing {
     Outgoing::new(topics.status(), payload, QoS::AtLeastOnce, true)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamEntry {
     pub topic: String,
     #[serde(rename = "type")]
@@ -73,7 +73,7 @@ pub struct StreamEntry {
     pub max_rate_hz: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandEntry {
     pub topic: String,
     pub ack_topic: String,
@@ -90,7 +90,7 @@ pub struct CommandEntry {
     pub template: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Catalog {
     pub robot: String,
     pub boot: u64,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -1037,36 +1037,6 @@ async fn two_topic_echo_processes_in_one_share_group_split_a_stream_without_dupl
 // ---------------------------------------------------------------------------------------
 // The examples against `botbus demo`
 
-/// `botbus demo --seconds 12` on a free port; returns the process and the broker URL it
-/// printed first.
-async fn start_demo() -> (tokio::process::Child, String) {
-    let port = free_port();
-    let mut child = tokio::process::Command::new(botbus_bin())
-        .args(["demo", "--seconds", "12", "--port", &port.to_string()])
-        .current_dir(std::env::temp_dir())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run botbus demo");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("the demo printed nothing")
-        .unwrap()
-        .expect("the demo exited at once");
-    let v: serde_json::Value =
-        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
-    assert_eq!(v["demo"], "broker", "{first}");
-    let url = format!("mqtt://127.0.0.1:{port}");
-    assert_eq!(v["url"], url.as_str(), "{first}");
-    // Keep reading so the demo never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
-}
-
 /// `cargo` in the package, without the variables cargo set for this test process: a build
 /// script that watches one (ring's watches `CARGO_MANIFEST_DIR`) would otherwise rebuild
 /// half the dependency tree, here and again in the next ordinary build.
@@ -1110,7 +1080,7 @@ async fn the_rust_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_from
         String::from_utf8_lossy(&build.stderr)
     );
 
-    let (_demo, url) = start_demo().await;
+    let (_demo, url) = start_demo(12).await;
     let run = cargo()
         .args(["run", "--quiet", "--example", "fleet_monitor", "--"])
         .args(["--url", &url, "--seconds", "4", "--drive", "demo"])
@@ -1147,7 +1117,7 @@ async fn the_python_fleet_monitor_example_shows_fixes_batteries_and_an_ok_ack_fr
     if !require(Peer::Paho) {
         return;
     }
-    let (_demo, url) = start_demo().await;
+    let (_demo, url) = start_demo(12).await;
     let script = repo_path("examples/fleet_monitor.py");
     let run = tokio::process::Command::new(peers::python())
         .arg(&script)

@@ -93,6 +93,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve live topics to Foxglove or Lichtblick: a Foxglove WebSocket server (both
+    /// subprotocol names, foxglove.websocket.v1 and foxglove.sdk.v1), one channel per
+    /// topic (`/` + the MQTT topic), JSON with a JSON Schema per message type. Read-only.
+    Foxglove {
+        /// MQTT topic filter of what to serve.
+        #[arg(default_value = "robot/#")]
+        filter: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Address to listen on; use 0.0.0.0:8765 to serve other computers.
+        #[arg(long, default_value = crate::foxglove::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+    },
+    /// Record topics into an MCAP file (zstd chunks, JSON with JSON Schemas) that
+    /// Foxglove and Lichtblick open, until Ctrl-C or --seconds.
+    Record {
+        /// MQTT topic filter of what to record, e.g. robot/r1/#.
+        filter: String,
+        /// The MCAP file to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Stop after this many seconds.
+        #[arg(long, value_parser = bench_seconds)]
+        seconds: Option<f64>,
+        /// Keep the MessagePack payloads as they came (`msgpack` message encoding).
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Publish a recording back onto MQTT as MessagePack at its recorded pace, with each
+    /// topic's QoS and retain flag. Command topics only when --topics names `cmd`.
+    Play {
+        /// The MCAP file (from `botbus record`).
+        file: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Speed factor: 2 plays twice as fast.
+        #[arg(long, default_value_t = 1.0, value_parser = rate)]
+        rate: f64,
+        /// Start again at the end, until Ctrl-C.
+        #[arg(long = "loop")]
+        looped: bool,
+        /// Only topics matching this MQTT filter, e.g. 'robot/r1/#'.
+        #[arg(long)]
+        topics: Option<String>,
+    },
     /// Make the certificates for mutual TLS: a CA, the broker's, and one per robot and
     /// fleet identity (see the README's security section).
     Certs {
@@ -243,6 +290,16 @@ pub fn seconds(text: &str) -> Result<f64, SecondsError> {
         Ok(v)
     } else {
         Err(SecondsError::OutOfRange(text.to_string()))
+    }
+}
+
+/// A replay speed factor: above 0, at most 1000.
+pub fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a speed factor above 0 and at most 1000"
+        )),
     }
 }
 

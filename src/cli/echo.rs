@@ -2,7 +2,7 @@
 //! or a signal ends it.
 
 use super::CliError;
-use crate::fleet::client::valid_filter;
+use crate::fleet::client::check_filter;
 use crate::fleet::echo::{echo, EchoOptions};
 use crate::fleet::FleetOptions;
 use std::future::Future;
@@ -15,11 +15,7 @@ pub async fn run(
     stop: impl Future<Output = ()>,
     mut out: impl Write + Send,
 ) -> Result<(), CliError> {
-    if !valid_filter(filter) {
-        return Err(CliError::Usage(format!(
-            "`{filter}` is not a valid MQTT topic filter (`+` and `#` fill a whole level; `#` only last)"
-        )));
-    }
+    check_filter(filter).map_err(CliError::Usage)?;
     tokio::select! {
         r = echo(opts, filter, eo, &mut out) => { r?; }
         _ = stop => {}

@@ -31,6 +31,13 @@ pub enum CliError {
     /// `botbus bench` could not run (no broker, the daemon failed): exit code 1.
     #[error(transparent)]
     Bench(crate::bench::BenchError),
+    /// `botbus foxglove`: the address is taken, or the broker is unreachable.
+    #[error(transparent)]
+    Foxglove(crate::foxglove::FoxgloveError),
+    #[error(transparent)]
+    Record(crate::recording::RecordError),
+    #[error(transparent)]
+    Play(crate::recording::PlayError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     /// The reader of standard output went away (`botbus check ... | head`): the command

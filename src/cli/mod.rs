@@ -16,6 +16,7 @@ pub mod output;
 pub mod signal;
 pub mod sim;
 pub mod tool;
+pub mod view;
 
 pub use error::CliError;
 pub use output::Output;

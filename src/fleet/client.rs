@@ -93,7 +93,7 @@ impl FleetOptions {
 }
 
 /// A command's acknowledgement, as the robot sent it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ack {
     pub id: serde_json::Value,
     pub ok: bool,
@@ -121,6 +121,17 @@ pub fn match_filter(filter: &str) -> &str {
     match filter.strip_prefix("$share/") {
         Some(rest) => rest.split_once('/').map_or(rest, |(_, f)| f),
         None => filter,
+    }
+}
+
+/// [`valid_filter`], with the message a user reads when it is not.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if valid_filter(filter) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{filter}` is not a valid MQTT topic filter (`+` and `#` fill a whole level; `#` only last)"
+        ))
     }
 }
 
@@ -284,6 +295,11 @@ impl FleetClient {
         self.bus
             .publish(Outgoing::new(topic.to_string(), payload, qos, retain))
             .map_err(|_| FleetError::Closed)
+    }
+
+    /// Publishes a message as it is (its payload already MessagePack).
+    pub fn publish_outgoing(&self, message: Outgoing) -> Result<(), FleetError> {
+        self.bus.publish(message).map_err(|_| FleetError::Closed)
     }
 
     /// Flushes what is in flight and disconnects.

@@ -1,7 +1,7 @@
 //! `botbus topic echo`: subscribe to a filter and print each message: one JSON object per
 //! line by default, YAML-style with `--pretty`, one field with `--field`, hex with `--raw`.
 
-use super::client::{valid_filter, FleetClient, FleetError, FleetOptions};
+use super::client::{check_filter, FleetClient, FleetError, FleetOptions};
 use super::json;
 use crate::bus::Incoming;
 use std::io::Write;
@@ -132,11 +132,7 @@ pub async fn echo(
     eo: EchoOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, ToolError> {
-    if !valid_filter(filter) {
-        return Err(ToolError::Invalid(format!(
-            "`{filter}` is not a valid MQTT topic filter (`+` and `#` fill a whole level; `#` only last)"
-        )));
-    }
+    check_filter(filter).map_err(ToolError::Invalid)?;
     let fleet = FleetClient::connect(opts).await?;
     let mut rx = fleet.subscribe_raw(filter).await?;
     let mut seen = 0;

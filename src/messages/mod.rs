@@ -10,12 +10,15 @@ pub use map::MapMessage;
 pub use value::Scalar;
 
 use fields::impl_fields;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `builtin_interfaces/Time`: seconds and nanoseconds since the Unix epoch, UTC.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct Time {
     pub sec: i64,
@@ -54,7 +57,7 @@ impl From<SystemTime> for Time {
 impl_fields!(Time { sec, nanosec });
 
 /// `std_msgs/Header`, with the ROS 1 style `seq` that lets consumers see gaps.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Header {
     pub seq: u64,
@@ -67,7 +70,7 @@ impl_fields!(Header {
     frame_id
 });
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Vector3 {
     pub x: f64,
@@ -76,7 +79,7 @@ pub struct Vector3 {
 }
 impl_fields!(Vector3 { x, y, z });
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Quaternion {
     pub x: f64,
@@ -98,7 +101,7 @@ impl Default for Quaternion {
 impl_fields!(Quaternion { x, y, z, w });
 
 /// `sensor_msgs/NavSatStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NavSatStatus {
     pub status: i8,
@@ -125,7 +128,7 @@ impl Default for NavSatStatus {
 impl_fields!(NavSatStatus { status, service });
 
 /// `sensor_msgs/NavSatFix`. `altitude` is above the WGS 84 ellipsoid, as in ROS.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NavSatFix {
     pub header: Header,
@@ -166,7 +169,7 @@ impl_fields!(NavSatFix {
 });
 
 /// `sensor_msgs/Imu` (orientation, angular velocity in rad/s, linear acceleration in m/s²).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Imu {
     pub header: Header,
@@ -182,7 +185,7 @@ impl_fields!(Imu {
 });
 
 /// `sensor_msgs/JointState` (SI units: rad, rad/s, N·m).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JointState {
     pub header: Header,
@@ -200,7 +203,7 @@ impl_fields!(JointState {
 });
 
 /// `sensor_msgs/BatteryState`; unknown values are NaN, as in ROS.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatteryState {
     pub header: Header,
@@ -232,7 +235,7 @@ impl_fields!(BatteryState {
 });
 
 /// `sensor_msgs/Temperature` (°C).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Temperature {
     pub header: Header,
@@ -246,7 +249,7 @@ impl_fields!(Temperature {
 });
 
 /// `sensor_msgs/Range` (metres, radians).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Range {
     pub header: Header,
@@ -266,7 +269,7 @@ impl_fields!(Range {
 });
 
 /// `geometry_msgs/Twist`. As a command the header is optional and only `stamp` is read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Twist {
     pub header: Header,
@@ -280,7 +283,7 @@ impl_fields!(Twist {
 });
 
 /// `std_msgs/Float64`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Float64 {
     pub header: Header,
@@ -289,7 +292,7 @@ pub struct Float64 {
 impl_fields!(Float64 { header, data });
 
 /// `std_msgs/Bool`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BoolMsg {
     pub header: Header,
@@ -298,7 +301,7 @@ pub struct BoolMsg {
 impl_fields!(BoolMsg { header, data });
 
 /// `std_msgs/String`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StringMsg {
     pub header: Header,
@@ -308,7 +311,7 @@ impl_fields!(StringMsg { header, data });
 
 /// `can_msgs/Frame`; `data` is MessagePack bin. `is_fd` is our extension: a CAN FD frame
 /// (up to 64 data bytes), which ROS's classic message cannot say.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Frame {
     pub header: Header,
@@ -318,7 +321,9 @@ pub struct Frame {
     pub is_error: bool,
     pub is_fd: bool,
     pub dlc: u8,
+    /// Bytes: `bin` in MessagePack, a hex string in JSON (as `topic echo` prints it).
     #[serde(with = "serde_bytes")]
+    #[schemars(with = "String", extend("contentEncoding" = "base16"))]
     pub data: Vec<u8>,
 }
 

@@ -1,5 +1,6 @@
-//! Interop peers: the independent Python implementations some tests check botbus against
-//! (pymodbus, cantools, paho-mqtt). A test that needs one starts with
+//! Interop peers: the independent implementations some tests check botbus against
+//! (pymodbus, cantools, paho-mqtt and the `mcap` reader in Python; the
+//! `@foxglove/ws-protocol` client in Node.js). A test that needs one starts with
 //! `if !peers::require(Peer::Pymodbus) { return; }`. When the peer is missing, the test
 //! FAILS under CI (`CI` set, and not `false` or `0`: DESIGN.md §8, a missing interop peer in
 //! CI is a failure, not a silent skip), and elsewhere says loudly that it was skipped.
@@ -19,6 +20,10 @@ pub enum Peer {
     Cantools,
     /// paho-mqtt 2.x (`CallbackAPIVersion.VERSION2`) and msgpack.
     Paho,
+    /// The `mcap` reader from PyPI, with paho-mqtt and msgpack.
+    Mcap,
+    /// Node.js with `@foxglove/ws-protocol` and `ws` installed in tests/foxglove.
+    WsProtocol,
 }
 
 impl Peer {
@@ -32,6 +37,22 @@ impl Peer {
             }
             Peer::Cantools => "import cantools",
             Peer::Paho => "import msgpack, paho.mqtt.client as m; m.CallbackAPIVersion.VERSION2",
+            Peer::Mcap => {
+                "import mcap.reader, msgpack, paho.mqtt.client as m; \
+                 m.CallbackAPIVersion.VERSION2"
+            }
+            Peer::WsProtocol => "require('@foxglove/ws-protocol'); require('ws')",
+        }
+    }
+
+    /// The program and arguments that succeed when the peer is there.
+    fn probe_command(self) -> (String, Vec<String>) {
+        match self {
+            Peer::WsProtocol => (
+                "node".to_string(),
+                vec!["-e".to_string(), self.probe().to_string()],
+            ),
+            _ => (python(), vec!["-c".to_string(), self.probe().to_string()]),
         }
     }
 
@@ -40,6 +61,8 @@ impl Peer {
             Peer::Pymodbus => "pymodbus >= 3.x (SimDevice API) and pyserial",
             Peer::Cantools => "cantools",
             Peer::Paho => "paho-mqtt 2.x and msgpack",
+            Peer::Mcap => "the Python mcap reader, paho-mqtt 2.x and msgpack",
+            Peer::WsProtocol => "Node.js with @foxglove/ws-protocol (tests/foxglove)",
         }
     }
 
@@ -48,6 +71,22 @@ impl Peer {
             Peer::Pymodbus => "pymodbus pyserial",
             Peer::Cantools => "cantools",
             Peer::Paho => "paho-mqtt msgpack",
+            Peer::Mcap => "mcap paho-mqtt msgpack",
+            Peer::WsProtocol => "",
+        }
+    }
+
+    /// How to install it.
+    fn install(self) -> String {
+        match self {
+            Peer::WsProtocol => "install Node.js and run `npm ci` in tests/foxglove \
+                                 (scripts/test does)"
+                .to_string(),
+            _ => format!(
+                "install it with: {} -m pip install {} (scripts/test does)",
+                python(),
+                self.packages()
+            ),
         }
     }
 
@@ -59,8 +98,9 @@ impl Peer {
             .get_or_insert_with(HashMap::new)
             .entry(self)
             .or_insert_with(|| {
-                let py = python();
-                match Command::new(&py).args(["-c", self.probe()]).output() {
+                let (py, args) = self.probe_command();
+                let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/foxglove");
+                match Command::new(&py).args(&args).current_dir(dir).output() {
                     Err(e) => Some(format!("{py} cannot run: {e}")),
                     Ok(o) if !o.status.success() => Some(format!(
                         "{py} lacks {}: {}",
@@ -96,11 +136,7 @@ pub fn require(peer: Peer) -> bool {
         return true;
     };
     let test = test_name();
-    let install = format!(
-        "install it with: {} -m pip install {} (scripts/test does)",
-        python(),
-        peer.packages()
-    );
+    let install = peer.install();
     if in_ci() {
         panic!(
             "{test} needs the interop peer {}, which is missing, and CI is set \

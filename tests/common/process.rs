@@ -209,3 +209,42 @@ impl Drop for Sim {
         let _ = self.child.wait();
     }
 }
+
+/// `botbus demo --seconds SECONDS` (0: until dropped) on a free port; returns the process
+/// and the broker URL it printed first. Its output is read on, so it never blocks.
+pub async fn start_demo(seconds: u64) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let port = super::util::free_port();
+    let mut cmd = tokio::process::Command::new(botbus_bin());
+    scrub(|k| {
+        cmd.env_remove(k);
+    });
+    let mut child = cmd
+        .args([
+            "demo",
+            "--seconds",
+            &seconds.to_string(),
+            "--port",
+            &port.to_string(),
+        ])
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run botbus demo");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("the demo printed nothing")
+        .unwrap()
+        .expect("the demo exited at once");
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(v["demo"], "broker", "{first}");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    assert_eq!(v["url"], url.as_str(), "{first}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}

@@ -1,0 +1,208 @@
+//! An MCAP file of bus messages: one channel per topic (with its QoS, retain flag and kind
+//! in the channel metadata, for `play`), zstd chunks closed at least every second so a
+//! recording cut off by a crash loses at most its last second.
+
+use crate::view::json::{stamp_ns, viewer_json};
+use crate::view::schema::{map_schema, schema};
+use crate::view::{Channel, TopicKind};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How often the open chunk is closed and written out.
+pub const CHUNK_PERIOD: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("cannot create {path}: {reason}")]
+    Create {
+        path: String,
+        reason: std::io::Error,
+    },
+    #[error("cannot write the recording: {0}")]
+    Mcap(mcap::McapError),
+}
+
+// By hand, not `#[from]`: that would also make it the `source`, and the CLI would print
+// the cause twice.
+impl From<mcap::McapError> for WriteError {
+    fn from(e: mcap::McapError) -> WriteError {
+        WriteError::Mcap(e)
+    }
+}
+
+/// How payloads are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON, as Foxglove and Lichtblick read it.
+    Json,
+    /// The MessagePack bytes as they came (`--raw`).
+    Msgpack,
+}
+
+impl Encoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Msgpack => "msgpack",
+        }
+    }
+}
+
+pub fn kind_name(k: TopicKind) -> &'static str {
+    match k {
+        TopicKind::Stream => "stream",
+        TopicKind::Command => "command",
+        TopicKind::Ack => "ack",
+        TopicKind::Meta => "meta",
+        TopicKind::Unlisted => "unlisted",
+    }
+}
+
+/// What a recording holds, for the summary line.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Totals {
+    pub messages: u64,
+    pub channels: usize,
+    /// Payloads that are not MessagePack (so have no JSON), left out.
+    pub skipped: u64,
+}
+
+pub struct Recorder {
+    mcap: mcap::Writer<BufWriter<File>>,
+    encoding: Encoding,
+    /// Topic → (channel id, schema name, next sequence number).
+    channels: HashMap<String, (u16, String, u32)>,
+    schemas: BTreeMap<String, u16>,
+    last_chunk: Instant,
+    unflushed: bool,
+    totals: Totals,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, encoding: Encoding) -> Result<Recorder, WriteError> {
+        let file = File::create(path).map_err(|reason| WriteError::Create {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        let mcap = mcap::WriteOptions::new()
+            .compression(Some(mcap::Compression::Zstd))
+            .profile("")
+            .library(format!("botbus {}", crate::meta::VERSION))
+            .create(BufWriter::new(file))?;
+        Ok(Recorder {
+            mcap,
+            encoding,
+            channels: HashMap::new(),
+            schemas: BTreeMap::new(),
+            last_chunk: Instant::now(),
+            unflushed: false,
+            totals: Totals::default(),
+        })
+    }
+
+    /// Records one message that arrived at `log_time_ns`; `channel` types its topic.
+    pub fn write(
+        &mut self,
+        channel: &Channel,
+        payload: &[u8],
+        log_time_ns: u64,
+    ) -> Result<(), WriteError> {
+        let json = match viewer_json(payload) {
+            Ok(j) => Some(j),
+            Err(_) if self.encoding == Encoding::Msgpack => None,
+            Err(e) => {
+                tracing::debug!(topic = channel.topic, "not MessagePack, not recorded: {e}");
+                self.totals.skipped += 1;
+                return Ok(());
+            }
+        };
+        let publish_time = json.as_ref().and_then(stamp_ns).unwrap_or(log_time_ns);
+        let id = self.channel_id(channel, json.as_ref())?;
+        let entry = self.channels.get_mut(&channel.topic).expect("added above");
+        let sequence = entry.2;
+        entry.2 = entry.2.wrapping_add(1);
+        let header = mcap::records::MessageHeader {
+            channel_id: id,
+            sequence,
+            log_time: log_time_ns,
+            publish_time,
+        };
+        match (&json, self.encoding) {
+            (Some(j), Encoding::Json) => {
+                let text = j.to_string();
+                self.mcap.write_to_known_channel(&header, text.as_bytes())?
+            }
+            _ => self.mcap.write_to_known_channel(&header, payload)?,
+        }
+        self.totals.messages += 1;
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// The channel of `channel.topic`, added on its first message. A topic whose type
+    /// changes (a robot restarted with another file) gets a new channel.
+    fn channel_id(
+        &mut self,
+        channel: &Channel,
+        sample: Option<&serde_json::Value>,
+    ) -> Result<u16, WriteError> {
+        if let Some((id, name, _)) = self.channels.get(&channel.topic) {
+            if *name == channel.schema_name {
+                return Ok(*id);
+            }
+        }
+        let s = match channel.schema_name.as_str() {
+            "map" => map_schema(sample),
+            other => schema(other),
+        };
+        let text = serde_json::to_string_pretty(&s).expect("a schema encodes");
+        let schema_id = match self.schemas.get(&text) {
+            Some(id) => *id,
+            None => {
+                let id =
+                    self.mcap
+                        .add_schema(&channel.schema_name, "jsonschema", text.as_bytes())?;
+                self.schemas.insert(text, id);
+                id
+            }
+        };
+        let metadata = BTreeMap::from([
+            ("qos".to_string(), channel.qos.to_string()),
+            ("retain".to_string(), channel.retain.to_string()),
+            ("kind".to_string(), kind_name(channel.kind).to_string()),
+        ]);
+        let id = self.mcap.add_channel(
+            schema_id,
+            &crate::foxglove::channel_topic(&channel.topic),
+            self.encoding.name(),
+            &metadata,
+        )?;
+        self.channels
+            .insert(channel.topic.clone(), (id, channel.schema_name.clone(), 0));
+        self.totals.channels = self.channels.len();
+        Ok(id)
+    }
+
+    /// Closes the open chunk once a [`CHUNK_PERIOD`] has passed since the last one.
+    pub fn tick(&mut self, now: Instant) -> Result<(), WriteError> {
+        if self.unflushed && now >= self.last_chunk + CHUNK_PERIOD {
+            self.mcap.flush()?;
+            self.unflushed = false;
+            self.last_chunk = now;
+        }
+        Ok(())
+    }
+
+    /// Writes the summary and index and closes the file.
+    pub fn finish(mut self) -> Result<Totals, WriteError> {
+        self.mcap.finish()?;
+        Ok(self.totals)
+    }
+}
+
+#[cfg(test)]
+mod tests;

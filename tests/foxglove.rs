@@ -1,0 +1,288 @@
+//! `botbus foxglove` driven by the real `@foxglove/ws-protocol` client from npm
+//! (tests/foxglove/client.mjs), once with each WebSocket subprotocol name: live demo
+//! telemetry with schemas, checked against a paho subscriber, and robots that come and go.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value as Json;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// `botbus foxglove` on a free port; returns it and its ws:// URL (from its first line).
+async fn start_server(url: &str, filter: &str) -> (Proc, String) {
+    let mut p = Proc::spawn(&["foxglove", filter, "--url", url, "--listen", "127.0.0.1:0"]);
+    let mut lines = BufReader::new(p.child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("botbus foxglove printed nothing")
+        .unwrap()
+        .expect("botbus foxglove exited at once");
+    let ws = first
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ws:// address in: {first}"))
+        .to_string();
+    assert!(
+        first.contains("foxglove.websocket.v1 or foxglove.sdk.v1"),
+        "{first}"
+    );
+    (p, ws)
+}
+
+/// The npm client, printing one JSON event per line (see tests/foxglove/client.mjs).
+struct Client {
+    child: tokio::process::Child,
+    events: Arc<Mutex<Vec<Json>>>,
+}
+
+impl Client {
+    fn start(ws: &str, subprotocol: &str, subscribe: &[&str], seconds: u64) -> Client {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(repo_path("tests/foxglove/client.mjs")).args([
+            ws,
+            subprotocol,
+            "--seconds",
+            &seconds.to_string(),
+        ]);
+        for t in subscribe {
+            cmd.args(["--subscribe", t]);
+        }
+        let mut child = cmd
+            .current_dir(repo_path("tests/foxglove"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let events: Arc<Mutex<Vec<Json>>> = Arc::default();
+        let ev = events.clone();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("client.mjs printed non-JSON ({e}): {line}"));
+                ev.lock().unwrap().push(v);
+            }
+        });
+        Client { child, events }
+    }
+
+    fn events(&self) -> Vec<Json> {
+        self.events.lock().unwrap().clone()
+    }
+
+    async fn wait(&self, what: &str, mut pred: impl FnMut(&Json) -> bool) -> Json {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "no {what} within {DEADLINE:?}; events: {:#?}",
+                self.events()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(mut self) -> Vec<Json> {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("client.mjs did not exit")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            status.success(),
+            "client.mjs: {status}; events: {:#?}",
+            self.events()
+        );
+        self.events()
+    }
+}
+
+/// The channel of `topic` among the advertisements.
+fn advertised<'a>(events: &'a [Json], topic: &str) -> Option<&'a Json> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "advertise")
+        .flat_map(|e| e["channels"].as_array().unwrap())
+        .find(|c| c["topic"] == topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_npm_client_gets_live_demo_telemetry_with_schemas_under_either_subprotocol_name() {
+    if !require(Peer::WsProtocol) || !require(Peer::Paho) {
+        return;
+    }
+    let (_demo, url) = start_demo(0).await;
+    let (_server, ws) = start_server(&url, "robot/#").await;
+    let paho = PahoLog::start(&url, "robot/demo/battery", 60).await;
+    let battery = "/robot/demo/battery";
+    let old = Client::start(&ws, "foxglove.websocket.v1", &[battery], 4);
+    let new = Client::start(&ws, "foxglove.sdk.v1", &[battery], 4);
+    let (old, new) = (old.finish().await, new.finish().await);
+    let saw = paho.finish(Duration::from_millis(200)).await;
+
+    for (events, name) in [(&old, "foxglove.websocket.v1"), (&new, "foxglove.sdk.v1")] {
+        assert_eq!(events[0]["event"], "open", "{events:#?}");
+        assert_eq!(
+            events[0]["protocol"], name,
+            "the server answers with the offered name"
+        );
+        assert!(events.iter().any(|e| e["event"] == "serverInfo"));
+        assert!(!events.iter().any(|e| e["event"] == "error"), "{events:#?}");
+        let ch = advertised(events, battery).expect("the battery is advertised");
+        assert_eq!(ch["encoding"], "json");
+        assert_eq!(ch["schemaName"], "sensor_msgs/BatteryState");
+        assert_eq!(ch["schemaEncoding"], "jsonschema");
+        let schema: Json = serde_json::from_str(ch["schema"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            schema["properties"]["voltage"]["type"],
+            serde_json::json!(["number", "null"])
+        );
+        // The meta topics are channels too, named as `topic list` names their types.
+        for (topic, schema_name) in [
+            ("/robot/demo/status", "botbus/status"),
+            ("/robot/demo/catalog", "botbus/catalog"),
+            ("/robot/demo/diagnostics", "botbus/diagnostics"),
+            ("/robot/demo/gps/fix", "sensor_msgs/NavSatFix"),
+        ] {
+            let c = advertised(events, topic).unwrap_or_else(|| panic!("{topic} not advertised"));
+            assert_eq!(c["schemaName"], schema_name, "{topic}");
+        }
+        // Messages: the voltage paho decoded from the MessagePack of the same seq.
+        let msgs: Vec<&Json> = events
+            .iter()
+            .filter(|e| e["event"] == "message" && e["topic"] == battery)
+            .collect();
+        assert!(
+            msgs.len() >= 4,
+            "{name}: {} battery messages in 4 s at 2 Hz",
+            msgs.len()
+        );
+        for m in &msgs {
+            let seq = &m["data"]["header"]["seq"];
+            let p = saw
+                .iter()
+                .find(|p| &p.payload["header"]["seq"] == seq)
+                .unwrap_or_else(|| panic!("paho never saw battery seq {seq}"));
+            let (a, b) = (
+                m["data"]["voltage"].as_f64().unwrap(),
+                p.payload["voltage"].as_f64().unwrap(),
+            );
+            assert_eq!(
+                a as f32, b as f32,
+                "seq {seq}: {a} over Foxglove, {b} over MQTT"
+            );
+            assert_eq!(m["data"]["charge"], Json::Null, "NaN is null");
+            let stamp = &m["data"]["header"]["stamp"];
+            assert_eq!(
+                stamp["nsec"], stamp["nanosec"],
+                "Foxglove's nsec beside nanosec"
+            );
+            let t: u64 = m["timestamp"].as_str().unwrap().parse().unwrap();
+            assert!(
+                t >= p.t - 1_000_000_000 && t <= p.t + 1_000_000_000,
+                "receive time {t}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_offering_neither_subprotocol_name_is_refused_with_400() {
+    let broker = Broker::start();
+    let (_server, ws) = start_server(&broker.url(), "robot/#").await;
+    let addr = ws.strip_prefix("ws://").unwrap();
+    for offer in ["foxglove.sdk.v2", ""] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let header = if offer.is_empty() {
+            String::new()
+        } else {
+            format!("Sec-WebSocket-Protocol: {offer}\r\n")
+        };
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{header}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        let _ = tokio::time::timeout(DEADLINE, s.read_to_string(&mut reply)).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{offer:?}: {reply}");
+        assert!(
+            reply.contains(
+                "offer one of the WebSocket subprotocols foxglove.websocket.v1, foxglove.sdk.v1"
+            ),
+            "{reply}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_that_comes_is_advertised_and_one_that_goes_is_unadvertised() {
+    if !require(Peer::WsProtocol) {
+        return;
+    }
+    let broker = Broker::start();
+    let (_server, ws) = start_server(&broker.url(), "robot/#").await;
+    let id = unique("churn");
+    let battery = format!("/robot/{id}/battery");
+    let client = Client::start(&ws, "foxglove.sdk.v1", &[], 30);
+    client
+        .wait("the server info", |e| e["event"] == "serverInfo")
+        .await;
+
+    // A robot comes: its catalog's streams and its meta topics appear.
+    let state = state_dir();
+    let dir = temp_dir("churn");
+    let robot = format!(
+        "id = \"{id}\"\n{}",
+        base_device(&dir.path().join("tty-unplugged"), None)
+    );
+    let daemon = Daemon::start(DaemonOptions::new(robot, &broker, state.path()));
+    let ad = client
+        .wait("the robot's battery advertised", |e| {
+            e["event"] == "advertise"
+                && e["channels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["topic"] == battery.as_str())
+        })
+        .await;
+    let channel = ad["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["topic"] == battery.as_str())
+        .unwrap()["id"]
+        .clone();
+    let events = client.events();
+    let status = advertised(&events, &format!("/robot/{id}/status")).expect("status advertised");
+    assert_eq!(status["schemaName"], "botbus/status");
+
+    // It goes (SIGTERM: offline status): its channels are withdrawn, the status stays.
+    daemon.signal(Signal::SIGTERM);
+    client
+        .wait("the robot's battery unadvertised", |e| {
+            e["event"] == "unadvertise" && e["channelIds"].as_array().unwrap().contains(&channel)
+        })
+        .await;
+    let gone: Vec<Json> = client
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "unadvertise")
+        .flat_map(|e| e["channelIds"].as_array().unwrap().clone())
+        .collect();
+    assert!(
+        !gone.contains(&status["id"]),
+        "the status channel stays, to show the robot offline"
+    );
+    drop(daemon);
+}

@@ -1,6 +1,8 @@
 //! `botbus foxglove` driven by the real `@foxglove/ws-protocol` client from npm
 //! (tests/foxglove/client.mjs), once with each WebSocket subprotocol name: live demo
 //! telemetry with schemas, checked against a paho subscriber, and robots that come and go.
+//! And by Foxglove Studio itself, in headless chromium: it plots the demo robot's battery
+//! voltage (tests/foxglove/app, tests/foxglove/screenshot.mjs).
 
 mod common;
 
@@ -142,10 +144,7 @@ async fn the_npm_client_gets_live_demo_telemetry_with_schemas_under_either_subpr
         assert_eq!(ch["schemaName"], "sensor_msgs/BatteryState");
         assert_eq!(ch["schemaEncoding"], "jsonschema");
         let schema: Json = serde_json::from_str(ch["schema"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            schema["properties"]["voltage"]["type"],
-            serde_json::json!(["number", "null"])
-        );
+        assert_eq!(schema["properties"]["voltage"]["type"], "number");
         // The meta topics are channels too, named as `topic list` names their types.
         for (topic, schema_name) in [
             ("/robot/demo/status", "botbus/status"),
@@ -285,4 +284,151 @@ async fn a_robot_that_comes_is_advertised_and_one_that_goes_is_unadvertised() {
         "the status channel stays, to show the robot offline"
     );
     drop(daemon);
+}
+
+/// `python3 -m http.server` on Foxglove Studio's static site (tests/foxglove/app/dist);
+/// returns it and its http:// base URL (from its first line).
+async fn serve_app() -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(common::peers::python())
+        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+        .current_dir(repo_path("tests/foxglove/app/dist"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3 -m http.server");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("http.server printed nothing")
+        .unwrap()
+        .expect("http.server exited at once");
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let base = first
+        .split(['(', ')'])
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no http:// address in: {first}"))
+        .trim_end_matches('/')
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// `s` percent-encoded for a query string value.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The Plot series of tests/foxglove/app/main.js, as Studio 1.48 draws it in a 1280x800
+/// screenshot: the legend swatch in the series colour #4e98e2 exactly, and the line, 1 px
+/// and antialiased against the panel's light grey, so any clearly blue pixel.
+struct PlotPixels {
+    /// Pixels of exactly #4e98e2 at the top of the panel, where the legend is.
+    legend: usize,
+    /// Blue pixels in the plot area: right of the sidebar (the left third), below the
+    /// legend, above the x axis labels.
+    line: usize,
+    /// The columns those span.
+    columns: usize,
+}
+
+fn plot_pixels(png_file: &std::path::Path) -> PlotPixels {
+    let file = std::fs::File::open(png_file).unwrap();
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let channels = frame.color_type.samples();
+    assert!(channels >= 3, "{:?}: not a colour image", frame.color_type);
+    let px = |x: usize, y: usize| {
+        let i = y * frame.line_size + x * channels;
+        (buf[i] as i32, buf[i + 1] as i32, buf[i + 2] as i32)
+    };
+    let (mut legend, mut line, mut columns) = (0, 0, std::collections::BTreeSet::new());
+    for y in 0..h {
+        for x in w / 3..w {
+            let (r, g, b) = px(x, y);
+            if y < 80 && (r, g, b) == (0x4e, 0x98, 0xe2) {
+                legend += 1;
+            }
+            if (80..h - 40).contains(&y) && b >= r + 40 && b >= g + 15 {
+                line += 1;
+                columns.insert(x);
+            }
+        }
+    }
+    PlotPixels {
+        legend,
+        line,
+        columns: columns.len(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_foxglove_app_plots_the_demo_battery_voltage() {
+    if !require(Peer::FoxgloveApp) {
+        return;
+    }
+    let (_demo, url) = start_demo(0).await;
+    let (_server, ws) = start_server(&url, "robot/#").await;
+    let (_http, site) = serve_app().await;
+    let page = format!(
+        "{site}/index.html?ds=foxglove-websocket&ds.url={}&layoutId=botbus-plot",
+        query_value(&ws)
+    );
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/foxglove-plot.png");
+    let _ = std::fs::remove_file(&shot);
+    // Studio loads, connects, subscribes, and plots 8 s of the 2 Hz battery (16 points).
+    let run = tokio::process::Command::new("node")
+        .arg(repo_path("tests/foxglove/screenshot.mjs"))
+        .args([&page, shot.to_str().unwrap(), "--wait-seconds", "8"])
+        .current_dir(repo_path("tests/foxglove"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("screenshot.mjs did not finish within 90 s")
+        .expect("run node");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "screenshot.mjs: {}\n{said}",
+        out.status
+    );
+
+    // Studio took every channel's schema (it drops a channel whose schema it cannot parse).
+    assert!(!said.contains("schema"), "Studio refused a schema:\n{said}");
+    let p = plot_pixels(&shot);
+    let seen = format!(
+        "{} legend pixels, {} line pixels in {} columns; see {}; screenshot.mjs said:\n{said}",
+        p.legend,
+        p.line,
+        p.columns,
+        shot.display()
+    );
+    assert!(
+        p.legend >= 30,
+        "Studio did not show the Plot panel with its series: {seen}"
+    );
+    // With no data the plot area has no blue at all (0 pixels); 16 points span about 200
+    // columns and a few thousand pixels.
+    assert!(
+        p.line >= 300 && p.columns >= 50,
+        "Studio plotted no battery voltage: {seen}"
+    );
 }

@@ -99,6 +99,7 @@ pub struct Ack {
     pub ok: bool,
     pub error: Option<String>,
     /// The values written, after clamping.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub applied: serde_json::Value,
 }
 

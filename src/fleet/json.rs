@@ -35,7 +35,13 @@ fn float(f: f64) -> Json {
 /// JSON for a MessagePack value: NaN and infinities become `null` (JSON has neither), `bin`
 /// becomes a hex string, and `f32` keeps the decimal it was written from.
 pub fn to_json(v: &rmpv::Value) -> Json {
+    to_json_with(v, crate::messages::hex_encode)
+}
+
+/// [`to_json`] with `bytes` writing `bin` and `ext` data as text (viewers want base64).
+pub fn to_json_with(v: &rmpv::Value, bytes: fn(&[u8]) -> String) -> Json {
     use rmpv::Value as M;
+    let to_json = |v: &rmpv::Value| to_json_with(v, bytes);
     match v {
         M::Nil => Json::Null,
         M::Boolean(b) => Json::Bool(*b),
@@ -56,7 +62,7 @@ pub fn to_json(v: &rmpv::Value) -> Json {
             Some(s) => s.to_string(),
             None => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         }),
-        M::Binary(b) => Json::String(crate::messages::hex_encode(b)),
+        M::Binary(b) => Json::String(bytes(b)),
         M::Array(items) => Json::Array(items.iter().map(to_json).collect()),
         M::Map(pairs) => {
             let mut m = Map::new();
@@ -75,10 +81,7 @@ pub fn to_json(v: &rmpv::Value) -> Json {
         M::Ext(t, data) => {
             let mut m = Map::new();
             m.insert("ext".into(), Json::Number((*t).into()));
-            m.insert(
-                "data".into(),
-                Json::String(crate::messages::hex_encode(data)),
-            );
+            m.insert("data".into(), Json::String(bytes(data)));
             Json::Object(m)
         }
     }

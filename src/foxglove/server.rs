@@ -12,7 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+/// The largest request a client may send (a subscribe to thousands of channels fits).
+const MAX_REQUEST: usize = 1 << 20;
 
 /// Accepts clients until the task is dropped.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, session_id: String) {
@@ -68,7 +72,12 @@ async fn client(
     session_id: String,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let _ = stream.set_nodelay(true);
-    let ws = tokio_tungstenite::accept_hdr_async(stream, negotiate).await?;
+    // A client sends only small JSON requests; a bigger one is refused, not buffered.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_REQUEST))
+        .max_frame_size(Some(MAX_REQUEST));
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config)).await?;
     tracing::info!(%peer, "foxglove client connected");
     let (mut tx, mut rx) = ws.split();
     let (on_offer, mut events) = hub.join();

@@ -321,9 +321,9 @@ pub struct Frame {
     pub is_error: bool,
     pub is_fd: bool,
     pub dlc: u8,
-    /// Bytes: `bin` in MessagePack, a hex string in JSON (as `topic echo` prints it).
+    /// Bytes: `bin` in MessagePack; in viewers' JSON base64, as Foxglove reads bytes.
     #[serde(with = "serde_bytes")]
-    #[schemars(with = "String", extend("contentEncoding" = "base16"))]
+    #[schemars(with = "String", extend("contentEncoding" = "base64"))]
     pub data: Vec<u8>,
 }
 

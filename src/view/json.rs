@@ -1,16 +1,21 @@
-//! Payloads for viewers: MessagePack to JSON (NaN as `null`, `bin` as hex, and Foxglove's
-//! `nsec` beside `nanosec`), and back again, guided by the schema, for `play`.
+//! Payloads for viewers: MessagePack to JSON (NaN as `null`, `bin` as base64, and
+//! Foxglove's `nsec` beside `nanosec`), and back again, guided by the schema, for `play`.
 
-use crate::fleet::json::{decode_msgpack, to_json, DecodeError};
+use crate::fleet::json::{decode_msgpack, to_json_with, DecodeError};
+use base64::Engine;
 use rmpv::Value as Msg;
 use serde_json::{json, Value as Json};
 use thiserror::Error;
 
 /// The JSON a viewer gets for a MessagePack payload.
 pub fn viewer_json(payload: &[u8]) -> Result<Json, DecodeError> {
-    let mut v = to_json(&decode_msgpack(payload)?);
+    let mut v = to_json_with(&decode_msgpack(payload)?, base64_encode);
     add_nsec(&mut v, 0);
     Ok(v)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Foxglove reads a timestamp as `{sec, nsec}`; ROS 2 names it `{sec, nanosec}`. Both are
@@ -50,7 +55,7 @@ pub enum EncodeError {
 }
 
 /// MessagePack for a recorded JSON payload, with the widths its schema gives: `float` is
-/// f32 and `double` f64 (`null` is NaN in either), `base16` strings are `bin`, and the
+/// f32 and `double` f64 (`null` is NaN in either), `base64` strings are `bin`, and the
 /// `nsec` added for viewers is dropped. So a typed message comes back byte for byte.
 pub fn to_msgpack(value: &Json, schema: &Json) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();
@@ -89,8 +94,11 @@ fn from_json(v: &Json, schema: Option<&Json>) -> Msg {
             }
         }
         Json::String(s) => {
-            let hex = schema.and_then(|s| s.get("contentEncoding")) == Some(&json!("base16"));
-            match crate::messages::hex_decode(s).filter(|_| hex) {
+            let b64 = schema.and_then(|s| s.get("contentEncoding")) == Some(&json!("base64"));
+            let bytes = b64
+                .then(|| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .flatten();
+            match bytes {
                 Some(bytes) => Msg::Binary(bytes),
                 None => Msg::from(s.as_str()),
             }

@@ -1,6 +1,9 @@
 //! JSON Schemas for every payload, generated from the Rust types with schemars, in the
-//! shape viewers need: subschemas inlined, floats nullable (NaN travels as `null` in
-//! JSON), and `header.stamp` with Foxglove's `nsec` beside its `nanosec`.
+//! subset Foxglove and Lichtblick parse: subschemas inlined, one `type` string per field
+//! (they refuse `["number", "null"]`), every object with `properties`, bytes as base64,
+//! and `header.stamp` with Foxglove's `nsec` beside its `nanosec`. Floats say they may be
+//! `null` (NaN travels as `null` in JSON) with `"nullable": true`, the OpenAPI keyword,
+//! since the viewers refuse the standard spelling.
 
 use crate::diagnostics::DiagnosticsReport;
 use crate::fleet::Ack;
@@ -8,7 +11,7 @@ use crate::messages::*;
 use crate::meta::{Catalog, Status};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 /// Schema names of the meta topics, as `topic list` shows them.
 pub const STATUS: &str = "botbus/status";
@@ -28,7 +31,7 @@ fn generate<T: JsonSchema>() -> Json {
     schema
 }
 
-/// Floats become nullable and timestamps gain `nsec`, everywhere in `schema`.
+/// `schema` in the viewers' subset (see the module doc), everywhere in it.
 fn viewer_shape(schema: &mut Json) {
     let Json::Object(obj) = schema else {
         if let Json::Array(items) = schema {
@@ -36,10 +39,43 @@ fn viewer_shape(schema: &mut Json) {
         }
         return;
     };
-    if obj.get("type") == Some(&json!("number")) {
-        obj.insert("type".into(), json!(["number", "null"]));
+    // `Option<T>`: schemars writes `anyOf: [T, null]` or `type: [t, "null"]`.
+    let mut nullable = false;
+    if let Some(Json::Array(alts)) = obj.get("anyOf").cloned() {
+        let (nulls, rest): (Vec<_>, Vec<_>) = alts
+            .into_iter()
+            .partition(|a| a.get("type") == Some(&json!("null")));
+        if let ([_], [Json::Object(other)]) = (nulls.as_slice(), rest.as_slice()) {
+            obj.remove("anyOf");
+            obj.extend(other.clone());
+            nullable = true;
+        }
     }
+    if let Some(Json::Array(types)) = obj.get("type").cloned() {
+        let rest: Vec<&Json> = types.iter().filter(|t| *t != "null").collect();
+        if let [one] = rest.as_slice() {
+            nullable |= rest.len() < types.len();
+            obj.insert("type".into(), (*one).clone());
+        }
+    }
+    if nullable || obj.get("type") == Some(&json!("number")) {
+        obj.insert("nullable".into(), json!(true));
+    }
+    if obj.get("type") == Some(&json!("object")) && !obj.contains_key("properties") {
+        obj.insert("properties".into(), json!({}));
+    }
+    obj.values_mut().for_each(viewer_shape);
+    // A field that may hold anything (a command's `id`) has no type a viewer can take: it
+    // is left out of `properties`, and still allowed.
+    let mut untyped = Vec::new();
     if let Some(Json::Object(props)) = obj.get_mut("properties") {
+        props.retain(|name, p| {
+            let typed = p.get("type").is_some_and(Json::is_string);
+            if !typed {
+                untyped.push(Json::String(name.clone()));
+            }
+            typed
+        });
         if props.contains_key("sec") && props.contains_key("nanosec") {
             props.insert(
                 "nsec".into(),
@@ -48,7 +84,9 @@ fn viewer_shape(schema: &mut Json) {
             );
         }
     }
-    obj.values_mut().for_each(viewer_shape);
+    if let Some(Json::Array(required)) = obj.get_mut("required") {
+        required.retain(|r| !untyped.contains(r));
+    }
 }
 
 /// The `map` schema: a header and named numbers, bools and strings. The names of a
@@ -56,7 +94,6 @@ fn viewer_shape(schema: &mut Json) {
 /// recording lists a map stream's fields).
 pub fn map_schema(sample: Option<&Json>) -> Json {
     let mut schema = generate::<HeaderOnly>();
-    let any = json!({"type": ["number", "boolean", "string", "null"]});
     if let (Some(Json::Object(props)), Some(Json::Object(values))) =
         (schema.get_mut("properties"), sample)
     {
@@ -64,15 +101,17 @@ pub fn map_schema(sample: Option<&Json>) -> Json {
             let t = match v {
                 Json::Bool(_) => json!({"type": "boolean"}),
                 Json::String(_) => json!({"type": "string"}),
-                Json::Number(_) | Json::Null => json!({"type": ["number", "null"]}),
-                _ => any.clone(),
+                _ => json!({"type": "number", "nullable": true}),
             };
             props.insert(name.clone(), t);
         }
     }
     let obj = schema.as_object_mut().expect("an object schema");
     obj.insert("title".into(), json!("map"));
-    obj.insert("additionalProperties".into(), any);
+    obj.insert(
+        "additionalProperties".into(),
+        json!({"type": ["number", "boolean", "string", "null"]}),
+    );
     schema
 }
 
@@ -104,7 +143,7 @@ pub fn schema(name: &str) -> Json {
         CATALOG => generate::<Catalog>(),
         DIAGNOSTICS => generate::<DiagnosticsReport>(),
         ACK => generate::<Ack>(),
-        _ => Json::Object(Map::from_iter([("title".into(), json!(UNLISTED))])),
+        _ => json!({"title": UNLISTED, "type": "object", "properties": {}}),
     })
 }
 

@@ -1,9 +1,10 @@
 //! Interop peers: the independent implementations some tests check botbus against
 //! (pymodbus, cantools, paho-mqtt and the `mcap` reader in Python; the
-//! `@foxglove/ws-protocol` client in Node.js). A test that needs one starts with
-//! `if !peers::require(Peer::Pymodbus) { return; }`. When the peer is missing, the test
-//! FAILS under CI (`CI` set, and not `false` or `0`: DESIGN.md §8, a missing interop peer in
-//! CI is a failure, not a silent skip), and elsewhere says loudly that it was skipped.
+//! `@foxglove/ws-protocol` client in Node.js; Foxglove Studio in headless chromium). A
+//! test that needs one starts with `if !peers::require(Peer::Pymodbus) { return; }`. When
+//! the peer is missing, the test FAILS under CI (`CI` set, and not `false` or `0`: DESIGN.md
+//! §8, a missing interop peer in CI is a failure, not a silent skip), and elsewhere says
+//! loudly that it was skipped.
 //! `BOTBUS_TEST_PYTHON` names the interpreter (default `python3`); every peer runs with it.
 
 use super::util::{skip_banner, test_name};
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Mutex;
 
-/// A Python peer a test needs.
+/// A peer a test needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
     /// pymodbus 3.x with its simulator API (`SimDevice`), and pyserial.
@@ -24,6 +25,10 @@ pub enum Peer {
     Mcap,
     /// Node.js with `@foxglove/ws-protocol` and `ws` installed in tests/foxglove.
     WsProtocol,
+    /// Foxglove Studio as a static site in tests/foxglove/app/dist (tests/foxglove/fetch-app),
+    /// `chromium` on PATH (or `$CHROMIUM`) to show it, and Node.js with `ws` in
+    /// tests/foxglove to drive chromium (tests/foxglove/screenshot.mjs).
+    FoxgloveApp,
 }
 
 impl Peer {
@@ -42,13 +47,23 @@ impl Peer {
                  m.CallbackAPIVersion.VERSION2"
             }
             Peer::WsProtocol => "require('@foxglove/ws-protocol'); require('ws')",
+            Peer::FoxgloveApp => {
+                "require('ws'); \
+                 const no = (why) => { console.error(why); process.exit(1); }; \
+                 if (!require('fs').existsSync('app/dist/index.html')) \
+                   no('tests/foxglove/app/dist/index.html is missing'); \
+                 const c = process.env.CHROMIUM || 'chromium'; \
+                 const r = require('child_process').spawnSync(c, ['--version']); \
+                 if (r.error || r.status !== 0) \
+                   no(`${c} --version failed: ${r.error || r.stderr}`);"
+            }
         }
     }
 
     /// The program and arguments that succeed when the peer is there.
     fn probe_command(self) -> (String, Vec<String>) {
         match self {
-            Peer::WsProtocol => (
+            Peer::WsProtocol | Peer::FoxgloveApp => (
                 "node".to_string(),
                 vec!["-e".to_string(), self.probe().to_string()],
             ),
@@ -63,6 +78,10 @@ impl Peer {
             Peer::Paho => "paho-mqtt 2.x and msgpack",
             Peer::Mcap => "the Python mcap reader, paho-mqtt 2.x and msgpack",
             Peer::WsProtocol => "Node.js with @foxglove/ws-protocol (tests/foxglove)",
+            Peer::FoxgloveApp => {
+                "Foxglove Studio (tests/foxglove/app/dist), chromium, and Node.js with ws \
+                 (tests/foxglove)"
+            }
         }
     }
 
@@ -72,7 +91,7 @@ impl Peer {
             Peer::Cantools => "cantools",
             Peer::Paho => "paho-mqtt msgpack",
             Peer::Mcap => "mcap paho-mqtt msgpack",
-            Peer::WsProtocol => "",
+            Peer::WsProtocol | Peer::FoxgloveApp => "",
         }
     }
 
@@ -81,6 +100,10 @@ impl Peer {
         match self {
             Peer::WsProtocol => "install Node.js and run `npm ci` in tests/foxglove \
                                  (scripts/test does)"
+                .to_string(),
+            Peer::FoxgloveApp => "install chromium (Debian: apt-get install chromium), run \
+                                  `npm ci` in tests/foxglove, then tests/foxglove/fetch-app \
+                                  (scripts/test does)"
                 .to_string(),
             _ => format!(
                 "install it with: {} -m pip install {} (scripts/test does)",

@@ -155,6 +155,14 @@ async fn the_npm_client_gets_live_demo_telemetry_with_schemas_under_either_subpr
             let c = advertised(events, topic).unwrap_or_else(|| panic!("{topic} not advertised"));
             assert_eq!(c["schemaName"], schema_name, "{topic}");
         }
+        // A map stream is offered with its first message, its fields in the schema.
+        let motor = advertised(events, "/robot/demo/motor/state").expect("motor/state");
+        assert_eq!(motor["schemaName"], "map");
+        let schema: Json = serde_json::from_str(motor["schema"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            schema["properties"]["speed_rpm"]["type"], "number",
+            "{schema}"
+        );
         // Messages: the voltage paho decoded from the MessagePack of the same seq.
         let msgs: Vec<&Json> = events
             .iter()
@@ -244,24 +252,28 @@ async fn a_robot_that_comes_is_advertised_and_one_that_goes_is_unadvertised() {
         "id = \"{id}\"\n{}",
         base_device(&dir.path().join("tty-unplugged"), None)
     );
-    let daemon = Daemon::start(DaemonOptions::new(robot, &broker, state.path()));
+    let mut daemon = Daemon::start(DaemonOptions::new(robot.clone(), &broker, state.path()));
+    let battery_ad = |e: &Json| {
+        e["event"] == "advertise"
+            && e["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["topic"] == battery.as_str())
+    };
+    let channel_id = |e: &Json| {
+        e["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["topic"] == battery.as_str())
+            .unwrap()["id"]
+            .clone()
+    };
     let ad = client
-        .wait("the robot's battery advertised", |e| {
-            e["event"] == "advertise"
-                && e["channels"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c["topic"] == battery.as_str())
-        })
+        .wait("the robot's battery advertised", battery_ad)
         .await;
-    let channel = ad["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["topic"] == battery.as_str())
-        .unwrap()["id"]
-        .clone();
+    let channel = channel_id(&ad);
     let events = client.events();
     let status = advertised(&events, &format!("/robot/{id}/status")).expect("status advertised");
     assert_eq!(status["schemaName"], "botbus/status");
@@ -283,7 +295,32 @@ async fn a_robot_that_comes_is_advertised_and_one_that_goes_is_unadvertised() {
         !gone.contains(&status["id"]),
         "the status channel stays, to show the robot offline"
     );
-    drop(daemon);
+    // And stays gone (late data of an offline robot does not bring it back)...
+    assert!(
+        daemon.wait_exit(DEADLINE).await.is_some(),
+        "the daemon did not stop"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ads = client.events().iter().filter(|e| battery_ad(e)).count();
+    assert_eq!(
+        ads, 1,
+        "the battery was offered again while the robot was offline"
+    );
+    // ...until the robot comes back: offered again, under a new channel id.
+    let _again = Daemon::start(DaemonOptions::new(robot, &broker, state.path()));
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let back = loop {
+        if let Some(e) = client.events().iter().filter(|e| battery_ad(e)).nth(1) {
+            break e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the battery was not offered again: {:#?}",
+            client.events()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(channel_id(&back), channel, "a new channel id");
 }
 
 /// `python3 -m http.server` on Foxglove Studio's static site (tests/foxglove/app/dist);

@@ -8,6 +8,7 @@ use common::*;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Equal JSON, numbers within f32 precision (paho widens an f32 to a double; the
 /// recording prints its shortest decimal).
@@ -297,6 +298,37 @@ async fn a_demo_recording_reads_back_in_python_as_paho_saw_it_and_plays_back_the
             (0.8..=1.2).contains(&ratio),
             "{file:?}: played over {span_got} ns, recorded {span_rec} ns at rate {rate}"
         );
+        // And each message on its time, not a burst then a wait: its arrival offset is
+        // its recorded offset over the rate, within 20 % (plus 150 ms for the broker).
+        let by_bytes: BTreeMap<(&str, &str), u64> = played
+            .iter()
+            .filter_map(|m| {
+                let topic = m["topic"].as_str()?.strip_prefix('/')?;
+                let hex = m.get("hex").and_then(Json::as_str).or_else(|| {
+                    saw.iter()
+                        .find(|s| {
+                            s.topic == topic && same(&s.payload, &without_nsec(m["data"].clone()))
+                        })
+                        .map(|s| s.hex.as_str())
+                })?;
+                Some(((topic, hex), m["log_time"].as_u64()?))
+            })
+            .collect();
+        let log0 = played[0]["log_time"].as_u64().unwrap();
+        for p in &got {
+            let Some(log) = by_bytes.get(&(p.topic.as_str(), p.hex.as_str())) else {
+                continue;
+            };
+            let want = (log - log0) as f64 / rate;
+            let was = (p.t - got[0].t) as f64;
+            assert!(
+                (was - want).abs() <= 0.2 * want + 150e6,
+                "{file:?}: {} arrived at +{:.0} ms, recorded at +{:.0} ms (rate {rate})",
+                p.topic,
+                was / 1e6,
+                want / 1e6
+            );
+        }
         // Retained topics were published retained: a new subscriber gets them at once.
         let late = PahoLog::start(&broker.url(), "robot/demo/+", 60).await;
         let retained = late.finish(Duration::from_millis(500)).await;
@@ -322,6 +354,15 @@ async fn a_recording_killed_mid_way_keeps_all_but_its_last_second() {
     let file = dir.path().join("cut.mcap");
     let f = file.to_str().unwrap().to_string();
     let mut rec = Proc::spawn(&["record", "robot/#", "-o", &f, "--url", &url]);
+    let mut out = BufReader::new(rec.child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, out.next_line())
+        .await
+        .expect("record said nothing");
+    assert!(first.unwrap().unwrap_or_default().starts_with("recording "));
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let killed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -341,10 +382,28 @@ async fn a_recording_killed_mid_way_keeps_all_but_its_last_second() {
         .map(|m| m["log_time"].as_u64().unwrap())
         .max()
         .expect("messages survive");
+    // At most the last second (and a tick) is lost...
     assert!(
-        killed_at - last < 1_500_000_000,
+        killed_at - last < 1_600_000_000,
         "the last readable message is {} ms older than the kill",
         (killed_at - last) / 1_000_000
+    );
+    // ...and everything before it is there: from the start, without a hole (the demo
+    // publishes several topics at 10 Hz).
+    let mut times: Vec<u64> = messages
+        .iter()
+        .map(|m| m["log_time"].as_u64().unwrap())
+        .collect();
+    times.sort();
+    assert!(
+        times[0] < started + 500_000_000,
+        "the first second is missing"
+    );
+    let hole = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        hole < 300_000_000,
+        "a {} ms hole in the readable part",
+        hole / 1_000_000
     );
     // play takes what is there.
     let broker = Broker::start();

@@ -240,6 +240,15 @@ impl BusHandle {
             })
     }
 
+    /// [`BusHandle::publish`] for a producer that can wait: it waits for room in the
+    /// queue instead of dropping (`botbus play` sending a recording as fast as asked).
+    pub async fn publish_waiting(&self, msg: Outgoing) -> Result<(), BusError> {
+        self.tx
+            .send(Command::Publish(msg))
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+
     /// Replaces the messages published on every (re)connection.
     pub async fn set_birth(&self, birth: Vec<Outgoing>) -> Result<(), BusError> {
         self.tx

@@ -293,13 +293,11 @@ pub fn seconds(text: &str) -> Result<f64, SecondsError> {
     }
 }
 
-/// A replay speed factor: above 0, at most 1000.
+/// A replay speed factor: from 0.001 (a second becomes 17 minutes) to 1000.
 pub fn rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(v) if v > 0.0 && v <= 1000.0 => Ok(v),
-        _ => Err(format!(
-            "`{text}` is not a speed factor above 0 and at most 1000"
-        )),
+        Ok(v) if (0.001..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a speed factor from 0.001 to 1000")),
     }
 }
 
@@ -370,6 +368,18 @@ mod tests {
     fn the_argument_definitions_are_consistent() {
         // clap's own check: no clashing names, defaults that parse, and so on.
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_replay_rate_is_a_finite_factor_from_a_thousandth_to_a_thousand() {
+        assert_eq!(rate("2"), Ok(2.0));
+        assert_eq!(rate("0.001"), Ok(0.001));
+        for bad in ["0", "1e-300", "-1", "1001", "NaN", "inf", "fast"] {
+            assert_eq!(
+                rate(bad),
+                Err(format!("`{bad}` is not a speed factor from 0.001 to 1000"))
+            );
+        }
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub async fn play(
             played.unreadable
         ));
     }
+    if !played.confirmed {
+        line.push_str("; the broker did not acknowledge every QoS 1/2 message before the end");
+    }
     if let Some(why) = &played.cut_off {
         line.push_str(&format!("; the recording ends early (cut off?): {why}"));
     }

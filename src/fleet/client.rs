@@ -298,14 +298,24 @@ impl FleetClient {
             .map_err(|_| FleetError::Closed)
     }
 
-    /// Publishes a message as it is (its payload already MessagePack).
-    pub fn publish_outgoing(&self, message: Outgoing) -> Result<(), FleetError> {
-        self.bus.publish(message).map_err(|_| FleetError::Closed)
+    /// Publishes a message as it is (its payload already MessagePack), waiting for room
+    /// in the queue rather than dropping it.
+    pub async fn publish_outgoing(&self, message: Outgoing) -> Result<(), FleetError> {
+        self.bus
+            .publish_waiting(message)
+            .await
+            .map_err(|_| FleetError::Closed)
     }
 
     /// Flushes what is in flight and disconnects.
     pub async fn close(&self) {
-        self.bus.shutdown(Vec::new(), Duration::from_secs(2)).await;
+        self.close_within(Duration::from_secs(2)).await;
+    }
+
+    /// [`FleetClient::close`] with its own grace period; whether everything in flight was
+    /// acknowledged in it.
+    pub async fn close_within(&self, grace: Duration) -> bool {
+        self.bus.shutdown(Vec::new(), grace).await
     }
 }
 

@@ -2,7 +2,7 @@
 //! skips messages (and is told so) rather than slowing the bridge or the other clients.
 
 use super::protocol::ChannelAd;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -102,6 +102,24 @@ impl Hub {
         });
     }
 
+    /// For a client that missed events: the channels of `known` that are gone, and those
+    /// on offer that it does not know.
+    pub fn changes_since(&self, known: &BTreeSet<u32>) -> (Vec<u32>, Vec<ChannelAd>) {
+        let st = self.state();
+        let gone = known
+            .iter()
+            .filter(|id| !st.channels.contains_key(id))
+            .copied()
+            .collect();
+        let new = st
+            .channels
+            .values()
+            .filter(|c| !known.contains(&c.id))
+            .map(|c| (**c).clone())
+            .collect();
+        (gone, new)
+    }
+
     /// For a new client: the channels on offer now, and every event after them.
     pub fn join(&self) -> (Vec<Arc<ChannelAd>>, broadcast::Receiver<Event>) {
         let st = self.state();
@@ -138,5 +156,18 @@ mod tests {
         assert!(matches!(rx.recv().await, Ok(Event::Unadvertise(id)) if id == b));
         assert!(!hub.has(b));
         assert_eq!(hub.channel_of("/robot/r1/battery"), None);
+    }
+
+    #[test]
+    fn a_lagging_client_learns_which_channels_went_and_came() {
+        let hub = Hub::default();
+        let a = hub.advertise("/a", "map", &json!({}));
+        let b = hub.advertise("/b", "map", &json!({}));
+        let known = BTreeSet::from([a, b]);
+        hub.unadvertise("/a");
+        let c = hub.advertise("/c", "map", &json!({}));
+        let (gone, new) = hub.changes_since(&known);
+        assert_eq!(gone, [a]);
+        assert_eq!(new.iter().map(|ad| ad.id).collect::<Vec<_>>(), [c]);
     }
 }

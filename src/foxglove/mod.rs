@@ -10,13 +10,12 @@ mod server;
 use crate::fleet::{FleetClient, FleetError, FleetOptions};
 use crate::view::json::viewer_json;
 use crate::view::schema::{map_schema, schema};
-use crate::view::{Change, Feed, Item};
+use crate::view::{channel_topic, now_ns, Change, Feed, Item};
 use hub::Hub;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -34,17 +33,6 @@ pub enum FoxgloveError {
     Fleet(#[from] FleetError),
     #[error("cannot write to the terminal: {0}")]
     Output(std::io::Error),
-}
-
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The channel name of an MQTT topic, as ROS users expect it.
-pub fn channel_topic(mqtt_topic: &str) -> String {
-    format!("/{mqtt_topic}")
 }
 
 /// Serves `filter` on `listen` until `stop`. The first line on `out` names the address.
@@ -92,6 +80,9 @@ pub async fn run(
 
 fn forward(hub: &Hub, feed: &Feed, item: Item) {
     match item {
+        // A `map` stream's fields are known only from its data: it is offered with its
+        // first message (below), so viewers can list and plot them.
+        Item::Change(Change::Advertise(c)) if c.schema_name == "map" => {}
         Item::Change(Change::Advertise(c)) => {
             hub.advertise(
                 &channel_topic(&c.topic),
@@ -112,6 +103,10 @@ fn forward(hub: &Hub, feed: &Feed, item: Item) {
                 }
             };
             let name = channel_topic(&m.topic);
+            if hub.channel_of(&name).is_none() && feed.topics.robot_down(&m.topic) {
+                // Retained or late data of a robot that went offline: not offered again.
+                return;
+            }
             // A topic no catalog announced (or one seen before its catalog) is offered when
             // its first message comes.
             let id = hub.channel_of(&name).unwrap_or_else(|| {

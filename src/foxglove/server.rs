@@ -5,7 +5,7 @@ use super::hub::{Event, Hub};
 use super::protocol::SUBPROTOCOLS;
 use super::protocol::{choose_subprotocol, message_data, ClientError, ServerMsg, Subscriptions};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -89,6 +89,8 @@ async fn client(
         session_id,
     };
     tx.send(Message::Text(info.to_text().into())).await?;
+    // The channels this client was told of, to put right what it missed if it lags.
+    let mut known: BTreeSet<u32> = on_offer.iter().map(|c| c.id).collect();
     if !on_offer.is_empty() {
         let channels = on_offer.iter().map(|c| (**c).clone()).collect();
         tx.send(text(ServerMsg::Advertise { channels })).await?;
@@ -98,9 +100,11 @@ async fn client(
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(Event::Advertise(ad)) => {
+                    known.insert(ad.id);
                     tx.send(text(ServerMsg::Advertise { channels: vec![(*ad).clone()] })).await?;
                 }
                 Ok(Event::Unadvertise(id)) => {
+                    known.remove(&id);
                     subs.forget_channels(&[id]);
                     tx.send(text(ServerMsg::Unadvertise { channel_ids: vec![id] })).await?;
                 }
@@ -115,6 +119,17 @@ async fn client(
                 Err(RecvError::Lagged(n)) => {
                     let m = format!("this client fell behind: {n} events were skipped");
                     tx.send(text(ServerMsg::warning(m))).await?;
+                    // Channel changes may be among them: compare with what is on offer.
+                    let (gone, new) = hub.changes_since(&known);
+                    if !gone.is_empty() {
+                        subs.forget_channels(&gone);
+                        gone.iter().for_each(|id| { known.remove(id); });
+                        tx.send(text(ServerMsg::Unadvertise { channel_ids: gone })).await?;
+                    }
+                    if !new.is_empty() {
+                        known.extend(new.iter().map(|c| c.id));
+                        tx.send(text(ServerMsg::Advertise { channels: new })).await?;
+                    }
                 }
                 Err(RecvError::Closed) => break,
             },

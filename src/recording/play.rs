@@ -6,7 +6,7 @@ use crate::bus::{qos_from_u8, Outgoing};
 use crate::fleet::client::match_filter;
 use crate::fleet::{FleetClient, FleetError, FleetOptions};
 use crate::view::json::{to_msgpack, EncodeError};
-use crate::view::{TopicKind, Topics};
+use crate::view::{is_command_topic, TopicKind, Topics};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -50,7 +50,12 @@ pub struct Played {
     pub unreadable: u64,
     /// Why the file ended early (a recording cut off), if it did.
     pub cut_off: Option<String>,
+    /// Whether the broker acknowledged every QoS 1/2 message before the end.
+    pub confirmed: bool,
 }
+
+/// How long the last QoS 1/2 messages may take to be acknowledged at the end.
+const FLUSH: Duration = Duration::from_secs(10);
 
 /// One recorded message, ready to publish `offset` after the first.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +114,9 @@ pub fn read(
         let ch = &m.channel;
         let topic = ch.topic.strip_prefix('/').unwrap_or(&ch.topic);
         let meta = |k: &str| ch.metadata.get(k).map(String::as_str);
+        // A command by its name whatever the metadata says (another prefix, another tool).
         let kind = match meta("kind") {
+            _ if is_command_topic(topic) => TopicKind::Command,
             Some("command") => TopicKind::Command,
             Some(_) => TopicKind::Stream,
             None => names.channel(topic, 0, false).kind,
@@ -188,21 +195,20 @@ pub async fn play(
             let start = Instant::now();
             for r in &replays {
                 tokio::time::sleep_until(start + r.offset.div_f64(po.rate)).await;
-                if client.publish_outgoing(r.message.clone()).is_err() {
-                    return;
-                }
+                client.publish_outgoing(r.message.clone()).await?;
                 played.messages += 1;
             }
             if !po.looped || replays.is_empty() {
-                return;
+                return Ok::<(), FleetError>(());
             }
         }
     };
-    tokio::select! {
-        _ = run => {}
-        _ = &mut stop => {}
-    }
-    client.close().await;
+    let result = tokio::select! {
+        r = run => r,
+        _ = &mut stop => Ok(()),
+    };
+    played.confirmed = client.close_within(FLUSH).await;
+    result?;
     Ok(played)
 }
 

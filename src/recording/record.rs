@@ -3,7 +3,7 @@
 
 use super::writer::{Encoding, Recorder, Totals, WriteError, CHUNK_PERIOD};
 use crate::fleet::{FleetClient, FleetError, FleetOptions};
-use crate::foxglove::now_ns;
+use crate::view::now_ns;
 use crate::view::{Feed, Item};
 use std::future::Future;
 use std::path::Path;
@@ -27,11 +27,17 @@ pub async fn record(
     stop: impl Future<Output = ()>,
     started: impl FnOnce(),
 ) -> Result<Totals, RecordError> {
-    // The file first: a path that cannot be written is found before any connecting.
-    let mut rec = Recorder::create(path, encoding)?;
     let prefix = opts.topic_prefix.clone();
     let client = FleetClient::connect(opts).await?;
     let mut feed = Feed::subscribe(&client, &prefix, filter).await?;
+    // Only now: a run that cannot reach the broker leaves an earlier file as it was.
+    let mut rec = match Recorder::create(path, encoding) {
+        Ok(r) => r,
+        Err(e) => {
+            client.close().await;
+            return Err(e.into());
+        }
+    };
     started();
     let mut chunks = tokio::time::interval(CHUNK_PERIOD / 4);
     tokio::pin!(stop);

@@ -7,7 +7,7 @@ use crate::view::schema::{map_schema, schema};
 use crate::view::{Channel, TopicKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -71,12 +71,34 @@ pub struct Totals {
     pub skipped: u64,
 }
 
+/// The file under the MCAP writer: buffered, and synced to the disk at every flush (a
+/// chunk closed each second), so a power loss too keeps all but the last second.
+struct Synced(BufWriter<File>);
+
+impl Write for Synced {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.0.get_ref().sync_data()
+    }
+}
+
+impl Seek for Synced {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+
 pub struct Recorder {
-    mcap: mcap::Writer<BufWriter<File>>,
+    mcap: mcap::Writer<Synced>,
     encoding: Encoding,
     /// Topic → (channel id, schema name, next sequence number).
     channels: HashMap<String, (u16, String, u32)>,
-    schemas: BTreeMap<String, u16>,
+    /// (name, text) → schema id: one record per distinct schema.
+    schemas: BTreeMap<(String, String), u16>,
     last_chunk: Instant,
     unflushed: bool,
     totals: Totals,
@@ -92,7 +114,7 @@ impl Recorder {
             .compression(Some(mcap::Compression::Zstd))
             .profile("")
             .library(format!("botbus {}", crate::meta::VERSION))
-            .create(BufWriter::new(file))?;
+            .create(Synced(BufWriter::new(file)))?;
         Ok(Recorder {
             mcap,
             encoding,
@@ -160,13 +182,14 @@ impl Recorder {
             other => schema(other),
         };
         let text = serde_json::to_string_pretty(&s).expect("a schema encodes");
-        let schema_id = match self.schemas.get(&text) {
+        let key = (channel.schema_name.clone(), text);
+        let schema_id = match self.schemas.get(&key) {
             Some(id) => *id,
             None => {
-                let id =
-                    self.mcap
-                        .add_schema(&channel.schema_name, "jsonschema", text.as_bytes())?;
-                self.schemas.insert(text, id);
+                let id = self
+                    .mcap
+                    .add_schema(&key.0, "jsonschema", key.1.as_bytes())?;
+                self.schemas.insert(key, id);
                 id
             }
         };
@@ -177,7 +200,7 @@ impl Recorder {
         ]);
         let id = self.mcap.add_channel(
             schema_id,
-            &crate::foxglove::channel_topic(&channel.topic),
+            &crate::view::channel_topic(&channel.topic),
             self.encoding.name(),
             &metadata,
         )?;

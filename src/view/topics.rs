@@ -44,6 +44,22 @@ struct Robot {
     live: BTreeMap<String, Channel>,
 }
 
+/// What follows `<prefix>/<robot>/` in `topic`; empty for `<prefix>/<robot>` itself.
+fn rest_of<'a>(prefix: &str, robot: &str, topic: &'a str) -> &'a str {
+    topic
+        .strip_prefix(prefix)
+        .and_then(|t| t.strip_prefix('/'))
+        .and_then(|t| t.strip_prefix(robot))
+        .and_then(|t| t.strip_prefix('/'))
+        .unwrap_or("")
+}
+
+/// Whether `topic` is a command topic by its name, `<prefix>/<robot>/cmd/...`, whatever
+/// the prefix: the test `play` applies before it trusts any recorded metadata.
+pub fn is_command_topic(topic: &str) -> bool {
+    topic.split('/').nth(2) == Some("cmd")
+}
+
 /// Every robot's channels under one topic prefix.
 #[derive(Debug)]
 pub struct Topics {
@@ -73,7 +89,10 @@ impl Topics {
         let Some(robot) = robot_of(&self.prefix, topic) else {
             return Vec::new();
         };
-        let rest = &topic[self.prefix.len() + robot.len() + 2..];
+        let rest = rest_of(&self.prefix, robot, topic);
+        if rest != "status" && rest != "catalog" {
+            return Vec::new();
+        }
         let robot = robot.to_string();
         let r = self.robots.entry(robot.clone()).or_default();
         match rest {
@@ -193,6 +212,14 @@ impl Topics {
         out
     }
 
+    /// Whether `topic` belongs to a robot whose status says it is offline: its late or
+    /// retained data is not a reason to offer a channel again.
+    pub fn robot_down(&self, topic: &str) -> bool {
+        robot_of(&self.prefix, topic)
+            .and_then(|r| self.robots.get(r))
+            .is_some_and(|r| r.online == Some(false))
+    }
+
     /// The channel of `topic`: the one advertised, or else what its name says (a meta
     /// topic, an ack, a command) with the QoS and retain flag it arrived with.
     pub fn channel(&self, topic: &str, qos: u8, retain: bool) -> Channel {
@@ -203,13 +230,13 @@ impl Topics {
         {
             return c.clone();
         }
-        let rest = robot.map_or("", |r| &topic[self.prefix.len() + r.len() + 2..]);
+        let rest = robot.map_or("", |r| rest_of(&self.prefix, r, topic));
         let (schema_name, kind) = match rest {
             "status" => (schema::STATUS, TopicKind::Meta),
             "catalog" => (schema::CATALOG, TopicKind::Meta),
             "diagnostics" => (schema::DIAGNOSTICS, TopicKind::Meta),
             r if r.starts_with("ack/") => (schema::ACK, TopicKind::Ack),
-            r if r.starts_with("cmd/") => (schema::UNLISTED, TopicKind::Command),
+            _ if is_command_topic(topic) => (schema::UNLISTED, TopicKind::Command),
             _ => (schema::UNLISTED, TopicKind::Unlisted),
         };
         Channel {

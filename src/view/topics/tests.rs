@@ -134,3 +134,40 @@ fn garbage_on_a_meta_topic_changes_nothing() {
     assert!(t.observe("robot/r1/catalog", b"not msgpack").is_empty());
     assert!(t.observe("robot/r1/battery", b"anything").is_empty());
 }
+
+#[test]
+fn topics_that_stop_at_the_robot_level_are_typed_not_a_crash() {
+    let mut t = Topics::new("robot");
+    for topic in ["robot/r1", "robot/", "robot", "robot//x"] {
+        assert!(t.observe(topic, b"\x80").is_empty(), "{topic}");
+        assert_eq!(
+            t.channel(topic, 0, false).kind,
+            TopicKind::Unlisted,
+            "{topic}"
+        );
+    }
+}
+
+#[test]
+fn a_command_topic_is_known_by_its_name_under_any_prefix() {
+    assert!(is_command_topic("robot/r1/cmd/drive"));
+    assert!(is_command_topic("fleet/r1/cmd/arm/goal"));
+    assert!(!is_command_topic("robot/r1/ack/drive"));
+    assert!(!is_command_topic("robot/cmd"));
+    assert!(!is_command_topic("robot/r1/sensors/cmd"));
+    let t = Topics::new("robot");
+    assert_eq!(
+        t.channel("fleet/r1/cmd/drive", 1, false).kind,
+        TopicKind::Command
+    );
+}
+
+#[test]
+fn a_robot_is_down_once_its_status_says_offline() {
+    let mut t = Topics::new("robot");
+    assert!(!t.robot_down("robot/r1/battery"));
+    t.observe("robot/r1/status", &status(true));
+    assert!(!t.robot_down("robot/r1/battery"));
+    t.observe("robot/r1/status", &status(false));
+    assert!(t.robot_down("robot/r1/battery"));
+}

@@ -43,6 +43,40 @@ impl Topics {
     }
 }
 
+/// A meta topic every robot publishes beside its streams (DESIGN.md section 3): its name
+/// under `<prefix>/<id>/`, the type name `topic list` and the viewers give it, and how it
+/// is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaTopic {
+    pub name: &'static str,
+    pub type_name: &'static str,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+pub const STATUS_TOPIC: MetaTopic = MetaTopic {
+    name: "status",
+    type_name: "botbus/status",
+    qos: 1,
+    retain: true,
+};
+pub const CATALOG_TOPIC: MetaTopic = MetaTopic {
+    name: "catalog",
+    type_name: "botbus/catalog",
+    qos: 1,
+    retain: true,
+};
+pub const DIAGNOSTICS_TOPIC: MetaTopic = MetaTopic {
+    name: "diagnostics",
+    type_name: "botbus/diagnostics",
+    qos: 0,
+    retain: false,
+};
+pub const META_TOPICS: [MetaTopic; 3] = [STATUS_TOPIC, CATALOG_TOPIC, DIAGNOSTICS_TOPIC];
+
+/// The type name of the `ack/<actuator>` topics.
+pub const ACK_TYPE: &str = "botbus/ack";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     pub state: String,

@@ -17,12 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 /// `botbus foxglove` on a free port; returns it and its ws:// URL (from its first line).
 async fn start_server(url: &str, filter: &str) -> (Proc, String) {
     let mut p = Proc::spawn(&["foxglove", filter, "--url", url, "--listen", "127.0.0.1:0"]);
-    let mut lines = BufReader::new(p.child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("botbus foxglove printed nothing")
-        .unwrap()
-        .expect("botbus foxglove exited at once");
+    let (first, lines) = first_line(&mut p.child, "botbus foxglove").await;
+    drain(lines);
     let ws = first
         .split_whitespace()
         .find(|w| w.starts_with("ws://"))
@@ -335,12 +331,7 @@ async fn serve_app() -> (tokio::process::Child, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("run python3 -m http.server");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("http.server printed nothing")
-        .unwrap()
-        .expect("http.server exited at once");
+    let (first, lines) = first_line(&mut child, "http.server").await;
     // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
     let base = first
         .split(['(', ')'])
@@ -348,7 +339,7 @@ async fn serve_app() -> (tokio::process::Child, String) {
         .unwrap_or_else(|| panic!("no http:// address in: {first}"))
         .trim_end_matches('/')
         .to_string();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    drain(lines);
     (child, base)
 }
 

@@ -8,7 +8,6 @@ use common::*;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Equal JSON, numbers within f32 precision (paho widens an f32 to a double; the
 /// recording prints its shortest decimal).
@@ -354,11 +353,8 @@ async fn a_recording_killed_mid_way_keeps_all_but_its_last_second() {
     let file = dir.path().join("cut.mcap");
     let f = file.to_str().unwrap().to_string();
     let mut rec = Proc::spawn(&["record", "robot/#", "-o", &f, "--url", &url]);
-    let mut out = BufReader::new(rec.child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, out.next_line())
-        .await
-        .expect("record said nothing");
-    assert!(first.unwrap().unwrap_or_default().starts_with("recording "));
+    let (first, _rest) = first_line(&mut rec.child, "botbus record").await;
+    assert!(first.starts_with("recording "), "{first}");
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

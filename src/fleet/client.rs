@@ -328,6 +328,17 @@ pub fn robot_of<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
         .next()
 }
 
+/// What follows `<prefix>/<robot>/` in `topic`; empty for `<prefix>/<robot>` itself (or a
+/// topic of another robot or prefix).
+pub fn rest_of<'a>(prefix: &str, robot: &str, topic: &'a str) -> &'a str {
+    topic
+        .strip_prefix(prefix)
+        .and_then(|t| t.strip_prefix('/'))
+        .and_then(|t| t.strip_prefix(robot))
+        .and_then(|t| t.strip_prefix('/'))
+        .unwrap_or("")
+}
+
 /// Typed messages of one subscription.
 pub struct Subscription<T> {
     rx: mpsc::Receiver<Incoming>,

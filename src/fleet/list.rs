@@ -1,8 +1,8 @@
 //! `botbus topic list` and `botbus robots`: every robot seen (retained status), and every
 //! topic with its type, QoS and rate, from the retained catalogs and the traffic itself.
 
-use super::client::robot_of;
-use crate::meta::{Catalog, Status};
+use super::client::{rest_of, robot_of};
+use crate::meta::{Catalog, Status, ACK_TYPE, DIAGNOSTICS_TOPIC, META_TOPICS};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,12 +46,7 @@ impl Listing {
             return;
         };
         // `robot/<id>` alone has no rest; it is still traffic worth listing.
-        let rest = topic
-            .strip_prefix(prefix)
-            .and_then(|t| t.strip_prefix('/'))
-            .and_then(|t| t.strip_prefix(robot))
-            .and_then(|t| t.strip_prefix('/'))
-            .unwrap_or("");
+        let rest = rest_of(prefix, robot, topic);
         match rest {
             "status" => {
                 if let Ok(s) = rmp_serde::from_slice::<Status>(payload) {
@@ -131,15 +126,15 @@ impl Listing {
                 );
             }
             let base = format!("{prefix}/{robot}");
-            for (name, qos) in [("status", 1), ("catalog", 1), ("diagnostics", 0)] {
-                let t = format!("{base}/{name}");
+            for m in META_TOPICS {
+                let t = format!("{base}/{}", m.name);
                 rows.insert(
                     t.clone(),
                     TopicRow {
                         topic: t.clone(),
                         robot: robot.clone(),
-                        msg_type: "botbus/".to_string() + name,
-                        qos: Some(qos),
+                        msg_type: m.type_name.into(),
+                        qos: Some(m.qos),
                         kind: "meta".into(),
                         rate_hz: rate(&t),
                         max_rate_hz: None,
@@ -152,12 +147,12 @@ impl Listing {
                 continue;
             }
             let robot = robot_of(prefix, t).unwrap_or("").to_string();
-            let rest = t.strip_prefix(&format!("{prefix}/{robot}/")).unwrap_or("");
+            let rest = rest_of(prefix, &robot, t);
             let known = self.catalogs.contains_key(&robot);
             let (kind, ty) = if rest.starts_with("ack/") && known {
-                ("ack", "botbus/ack")
-            } else if rest == "diagnostics" {
-                ("meta", "botbus/diagnostics")
+                ("ack", ACK_TYPE)
+            } else if rest == DIAGNOSTICS_TOPIC.name {
+                ("meta", DIAGNOSTICS_TOPIC.type_name)
             } else {
                 ("unlisted", "?")
             };

@@ -9,7 +9,7 @@ mod server;
 
 use crate::fleet::{FleetClient, FleetError, FleetOptions};
 use crate::view::json::viewer_json;
-use crate::view::schema::{map_schema, schema};
+use crate::view::schema::{schema, schema_with_sample};
 use crate::view::{channel_topic, now_ns, Change, Feed, Item};
 use hub::Hub;
 use std::future::Future;
@@ -103,20 +103,18 @@ fn forward(hub: &Hub, feed: &Feed, item: Item) {
                 }
             };
             let name = channel_topic(&m.topic);
-            if hub.channel_of(&name).is_none() && feed.topics.robot_down(&m.topic) {
+            let id = match hub.channel_of(&name) {
+                Some(id) => id,
                 // Retained or late data of a robot that went offline: not offered again.
-                return;
-            }
-            // A topic no catalog announced (or one seen before its catalog) is offered when
-            // its first message comes.
-            let id = hub.channel_of(&name).unwrap_or_else(|| {
-                let c = feed.topics.channel(&m.topic, m.qos as u8, m.retain);
-                let s = match c.schema_name.as_str() {
-                    "map" => map_schema(Some(&json)),
-                    other => schema(other),
-                };
-                hub.advertise(&name, &c.schema_name, &s)
-            });
+                None if feed.topics.robot_down(&m.topic) => return,
+                // A topic no catalog announced, a `map` stream, or one seen before its
+                // catalog: offered with its first message.
+                None => {
+                    let c = feed.topics.channel(&m.topic, m.qos as u8, m.retain);
+                    let s = schema_with_sample(&c.schema_name, Some(&json));
+                    hub.advertise(&name, &c.schema_name, &s)
+                }
+            };
             hub.publish(id, now_ns(), Arc::from(json.to_string().into_bytes()));
         }
     }

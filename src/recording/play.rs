@@ -6,7 +6,7 @@ use crate::bus::{qos_from_u8, Outgoing};
 use crate::fleet::client::match_filter;
 use crate::fleet::{FleetClient, FleetError, FleetOptions};
 use crate::view::json::{to_msgpack, EncodeError};
-use crate::view::{is_command_topic, TopicKind, Topics};
+use crate::view::{is_command_topic, TopicKind};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -76,12 +76,10 @@ pub fn replayable(topic: &str, kind: TopicKind, filter: Option<&str>) -> bool {
     kind != TopicKind::Command || f.split('/').any(|level| level == "cmd")
 }
 
-/// Reads a recording into the messages to publish, in order. `prefix` types topics of
-/// files that carry no `kind` metadata (recorded by other tools).
+/// Reads a recording into the messages to publish, in order.
 pub fn read(
     buf: &[u8],
     path: &Path,
-    prefix: &str,
     opts: &PlayOptions,
     played: &mut Played,
 ) -> Result<Vec<Replay>, PlayError> {
@@ -91,7 +89,6 @@ pub fn read(
                 path: path.display().to_string(),
                 reason,
             })?;
-    let names = Topics::new(prefix);
     let mut schemas: HashMap<u16, serde_json::Value> = HashMap::new();
     let mut first = None;
     let mut any = false;
@@ -114,12 +111,12 @@ pub fn read(
         let ch = &m.channel;
         let topic = ch.topic.strip_prefix('/').unwrap_or(&ch.topic);
         let meta = |k: &str| ch.metadata.get(k).map(String::as_str);
-        // A command by its name whatever the metadata says (another prefix, another tool).
-        let kind = match meta("kind") {
-            _ if is_command_topic(topic) => TopicKind::Command,
-            Some("command") => TopicKind::Command,
-            Some(_) => TopicKind::Stream,
-            None => names.channel(topic, 0, false).kind,
+        // A command by its name (whatever the metadata says, or when there is none: a file
+        // of another tool), or because `record` said so.
+        let kind = if is_command_topic(topic) || meta("kind") == Some("command") {
+            TopicKind::Command
+        } else {
+            TopicKind::Stream
         };
         if !replayable(topic, kind, opts.topics.as_deref()) {
             if kind == TopicKind::Command {
@@ -186,7 +183,7 @@ pub async fn play(
         reason,
     })?;
     let mut played = Played::default();
-    let replays = read(&buf, file, &opts.topic_prefix, &po, &mut played)?;
+    let replays = read(&buf, file, &po, &mut played)?;
     drop(buf);
     let client = FleetClient::connect(opts).await?;
     tokio::pin!(stop);

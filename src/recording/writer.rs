@@ -3,7 +3,7 @@
 //! recording cut off by a crash loses at most its last second.
 
 use crate::view::json::{stamp_ns, viewer_json};
-use crate::view::schema::{map_schema, schema};
+use crate::view::schema::schema_with_sample;
 use crate::view::{Channel, TopicKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -143,10 +143,7 @@ impl Recorder {
             }
         };
         let publish_time = json.as_ref().and_then(stamp_ns).unwrap_or(log_time_ns);
-        let id = self.channel_id(channel, json.as_ref())?;
-        let entry = self.channels.get_mut(&channel.topic).expect("added above");
-        let sequence = entry.2;
-        entry.2 = entry.2.wrapping_add(1);
+        let (id, sequence) = self.next_in_channel(channel, json.as_ref())?;
         let header = mcap::records::MessageHeader {
             channel_id: id,
             sequence,
@@ -165,22 +162,22 @@ impl Recorder {
         Ok(())
     }
 
-    /// The channel of `channel.topic`, added on its first message. A topic whose type
-    /// changes (a robot restarted with another file) gets a new channel.
-    fn channel_id(
+    /// The channel of `channel.topic` and the sequence number of its next message; the
+    /// channel is added on the topic's first message. A topic whose type changes (a robot
+    /// restarted with another file) gets a new channel.
+    fn next_in_channel(
         &mut self,
         channel: &Channel,
         sample: Option<&serde_json::Value>,
-    ) -> Result<u16, WriteError> {
-        if let Some((id, name, _)) = self.channels.get(&channel.topic) {
+    ) -> Result<(u16, u32), WriteError> {
+        if let Some((id, name, next)) = self.channels.get_mut(&channel.topic) {
             if *name == channel.schema_name {
-                return Ok(*id);
+                let sequence = *next;
+                *next = next.wrapping_add(1);
+                return Ok((*id, sequence));
             }
         }
-        let s = match channel.schema_name.as_str() {
-            "map" => map_schema(sample),
-            other => schema(other),
-        };
+        let s = schema_with_sample(&channel.schema_name, sample);
         let text = serde_json::to_string_pretty(&s).expect("a schema encodes");
         let key = (channel.schema_name.clone(), text);
         let schema_id = match self.schemas.get(&key) {
@@ -205,9 +202,9 @@ impl Recorder {
             &metadata,
         )?;
         self.channels
-            .insert(channel.topic.clone(), (id, channel.schema_name.clone(), 0));
+            .insert(channel.topic.clone(), (id, channel.schema_name.clone(), 1));
         self.totals.channels = self.channels.len();
-        Ok(id)
+        Ok((id, 0))
     }
 
     /// Closes the open chunk once a [`CHUNK_PERIOD`] has passed since the last one.

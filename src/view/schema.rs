@@ -8,16 +8,16 @@
 use crate::diagnostics::DiagnosticsReport;
 use crate::fleet::Ack;
 use crate::messages::*;
-use crate::meta::{Catalog, Status};
+use crate::meta::{Catalog, Status, ACK_TYPE, CATALOG_TOPIC, DIAGNOSTICS_TOPIC, STATUS_TOPIC};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{json, Value as Json};
 
 /// Schema names of the meta topics, as `topic list` shows them.
-pub const STATUS: &str = "botbus/status";
-pub const CATALOG: &str = "botbus/catalog";
-pub const DIAGNOSTICS: &str = "botbus/diagnostics";
-pub const ACK: &str = "botbus/ack";
+pub const STATUS: &str = STATUS_TOPIC.type_name;
+pub const CATALOG: &str = CATALOG_TOPIC.type_name;
+pub const DIAGNOSTICS: &str = DIAGNOSTICS_TOPIC.type_name;
+pub const ACK: &str = ACK_TYPE;
 /// A topic no catalog names: its schema accepts anything.
 pub const UNLISTED: &str = "botbus/unlisted";
 
@@ -120,6 +120,15 @@ pub fn map_schema(sample: Option<&Json>) -> Json {
 #[allow(dead_code)]
 struct HeaderOnly {
     header: Header,
+}
+
+/// The schema of a channel of type `name` whose first payload is `sample`: a `map`
+/// stream's lists that payload's fields.
+pub fn schema_with_sample(name: &str, sample: Option<&Json>) -> Json {
+    match name {
+        "map" => map_schema(sample),
+        other => schema(other),
+    }
 }
 
 /// The schema of a type name (a message type of DESIGN.md section 4 or a meta type).

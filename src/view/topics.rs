@@ -2,8 +2,8 @@
 //! `catalog` of every robot, and what changes when robots come and go.
 
 use super::schema;
-use crate::fleet::client::robot_of;
-use crate::meta::{Catalog, Status};
+use crate::fleet::client::{rest_of, robot_of};
+use crate::meta::{Catalog, Status, META_TOPICS, STATUS_TOPIC};
 use std::collections::BTreeMap;
 
 /// Where a topic comes from, which decides whether `play` may publish it.
@@ -42,16 +42,6 @@ struct Robot {
     catalog: Option<Catalog>,
     /// The channels advertised now, by topic.
     live: BTreeMap<String, Channel>,
-}
-
-/// What follows `<prefix>/<robot>/` in `topic`; empty for `<prefix>/<robot>` itself.
-fn rest_of<'a>(prefix: &str, robot: &str, topic: &'a str) -> &'a str {
-    topic
-        .strip_prefix(prefix)
-        .and_then(|t| t.strip_prefix('/'))
-        .and_then(|t| t.strip_prefix(robot))
-        .and_then(|t| t.strip_prefix('/'))
-        .unwrap_or("")
 }
 
 /// Whether `topic` is a command topic by its name, `<prefix>/<robot>/cmd/...`, whatever
@@ -93,18 +83,15 @@ impl Topics {
         if rest != "status" && rest != "catalog" {
             return Vec::new();
         }
+        // An empty retained status clears it: the robot is gone for good, and all its
+        // channels with it.
+        let cleared = rest == "status" && payload.is_empty();
         let robot = robot.to_string();
         let r = self.robots.entry(robot.clone()).or_default();
         match rest {
-            // An empty retained payload clears the topic: the robot is gone for good.
-            "status" | "catalog" if payload.is_empty() => {
-                if rest == "status" {
-                    r.online = Some(false);
-                    r.catalog = None;
-                } else {
-                    r.catalog = None;
-                }
-            }
+            _ if cleared => {}
+            // A cleared catalog: the robot's streams and commands go.
+            "catalog" if payload.is_empty() => r.catalog = None,
             "status" => match rmp_serde::from_slice::<Status>(payload) {
                 Ok(s) => r.online = Some(s.state == "online"),
                 Err(e) => {
@@ -112,16 +99,14 @@ impl Topics {
                     return Vec::new();
                 }
             },
-            "catalog" => match rmp_serde::from_slice::<Catalog>(payload) {
+            _ => match rmp_serde::from_slice::<Catalog>(payload) {
                 Ok(c) => r.catalog = Some(c),
                 Err(e) => {
                     tracing::debug!(topic, "not a catalog: {e}");
                     return Vec::new();
                 }
             },
-            _ => return Vec::new(),
         }
-        let cleared = rest == "status" && payload.is_empty();
         let wanted = if cleared {
             BTreeMap::new()
         } else {
@@ -164,30 +149,15 @@ impl Topics {
             };
             out.insert(topic, c);
         };
-        add(
-            format!("{base}/status"),
-            schema::STATUS,
-            1,
-            true,
-            TopicKind::Meta,
-        );
-        if r.online == Some(false) {
+        // Down, a robot keeps only its status channel, to show it offline.
+        let down = r.online == Some(false);
+        for m in META_TOPICS.iter().filter(|m| !down || **m == STATUS_TOPIC) {
+            let topic = format!("{base}/{}", m.name);
+            add(topic, m.type_name, m.qos, m.retain, TopicKind::Meta);
+        }
+        if down {
             return out;
         }
-        add(
-            format!("{base}/catalog"),
-            schema::CATALOG,
-            1,
-            true,
-            TopicKind::Meta,
-        );
-        add(
-            format!("{base}/diagnostics"),
-            schema::DIAGNOSTICS,
-            0,
-            false,
-            TopicKind::Meta,
-        );
         if let Some(c) = &r.catalog {
             for s in &c.streams {
                 add(
@@ -231,13 +201,14 @@ impl Topics {
             return c.clone();
         }
         let rest = robot.map_or("", |r| rest_of(&self.prefix, r, topic));
-        let (schema_name, kind) = match rest {
-            "status" => (schema::STATUS, TopicKind::Meta),
-            "catalog" => (schema::CATALOG, TopicKind::Meta),
-            "diagnostics" => (schema::DIAGNOSTICS, TopicKind::Meta),
-            r if r.starts_with("ack/") => (schema::ACK, TopicKind::Ack),
-            _ if is_command_topic(topic) => (schema::UNLISTED, TopicKind::Command),
-            _ => (schema::UNLISTED, TopicKind::Unlisted),
+        let (schema_name, kind) = if let Some(m) = META_TOPICS.iter().find(|m| m.name == rest) {
+            (m.type_name, TopicKind::Meta)
+        } else if rest.starts_with("ack/") {
+            (schema::ACK, TopicKind::Ack)
+        } else if is_command_topic(topic) {
+            (schema::UNLISTED, TopicKind::Command)
+        } else {
+            (schema::UNLISTED, TopicKind::Unlisted)
         };
         Channel {
             topic: topic.to_string(),

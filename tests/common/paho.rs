@@ -2,10 +2,11 @@
 //! (`paho_log.py`), and the PyPI `mcap` reader (`mcap_dump.py`).
 
 use super::peers::python;
+use super::process::first_line;
 use super::util::{repo_path, DEADLINE};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncBufReadExt;
 
 /// A message as paho received it.
 #[derive(Debug, Clone)]
@@ -38,16 +39,8 @@ impl PahoLog {
             .kill_on_drop(true)
             .spawn()
             .expect("run paho_log.py");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("paho_log.py printed nothing")
-            .unwrap();
-        assert_eq!(
-            first.as_deref(),
-            Some("READY"),
-            "paho_log.py did not subscribe"
-        );
+        let (first, mut lines) = first_line(&mut child, "paho_log.py").await;
+        assert_eq!(first, "READY", "paho_log.py did not subscribe");
         let task = tokio::spawn(async move {
             let mut out = Vec::new();
             while let Ok(Some(line)) = lines.next_line().await {

@@ -210,10 +210,31 @@ impl Drop for Sim {
     }
 }
 
+/// A tokio child's stdout, line by line.
+pub type ChildLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Takes `child`'s stdout and waits (up to [`DEADLINE`]) for its first line, which names
+/// what the child serves or that it is ready; `what` names the child in the panic. The
+/// rest of its output is the caller's, in the lines returned.
+pub async fn first_line(child: &mut tokio::process::Child, what: &str) -> (String, ChildLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{what} printed nothing within {DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("cannot read {what}'s output: {e}"))
+        .unwrap_or_else(|| panic!("{what} exited at once"));
+    (first, lines)
+}
+
+/// Reads the rest of a child's output, so it never blocks on a full pipe.
+pub fn drain(mut lines: ChildLines) {
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
 /// `botbus demo --seconds SECONDS` (0: until dropped) on a free port; returns the process
 /// and the broker URL it printed first. Its output is read on, so it never blocks.
 pub async fn start_demo(seconds: u64) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let port = super::util::free_port();
     let mut cmd = tokio::process::Command::new(botbus_bin());
     scrub(|k| {
@@ -234,17 +255,12 @@ pub async fn start_demo(seconds: u64) -> (tokio::process::Child, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("run botbus demo");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("the demo printed nothing")
-        .unwrap()
-        .expect("the demo exited at once");
+    let (first, lines) = first_line(&mut child, "the demo").await;
     let v: serde_json::Value =
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
     assert_eq!(v["demo"], "broker", "{first}");
     let url = format!("mqtt://127.0.0.1:{port}");
     assert_eq!(v["url"], url.as_str(), "{first}");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    drain(lines);
     (child, url)
 }

@@ -95,7 +95,7 @@ fn a_recording_reads_back_as_the_same_bytes_flags_and_offsets_without_commands()
         let (_d, path, payloads) = recording(encoding);
         let buf = std::fs::read(&path).unwrap();
         let mut played = Played::default();
-        let r = read(&buf, &path, "robot", &opts(None), &mut played).unwrap();
+        let r = read(&buf, &path, &opts(None), &mut played).unwrap();
         assert_eq!(r.len(), 2, "{encoding:?}");
         assert_eq!(r[0].offset, Duration::ZERO);
         assert_eq!(r[1].offset, Duration::from_millis(200));
@@ -110,14 +110,7 @@ fn a_recording_reads_back_as_the_same_bytes_flags_and_offsets_without_commands()
         assert_eq!(played.cut_off, None);
         // Named, the command is replayed too.
         let mut played = Played::default();
-        let r = read(
-            &buf,
-            &path,
-            "robot",
-            &opts(Some("robot/r1/cmd/#")),
-            &mut played,
-        )
-        .unwrap();
+        let r = read(&buf, &path, &opts(Some("robot/r1/cmd/#")), &mut played).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(&r[0].message.payload[..], &payloads[1][..]);
         assert_eq!(
@@ -151,7 +144,7 @@ fn a_cut_file_plays_what_it_holds_and_says_so() {
     assert!(buf.len() as u64 >= whole_chunk);
     let cut = &buf[..whole_chunk as usize];
     let mut played = Played::default();
-    let r = read(cut, &path, "robot", &opts(None), &mut played).unwrap();
+    let r = read(cut, &path, &opts(None), &mut played).unwrap();
     assert_eq!(r.len(), 1);
     assert!(played.cut_off.is_some());
 }
@@ -159,14 +152,7 @@ fn a_cut_file_plays_what_it_holds_and_says_so() {
 #[test]
 fn a_file_that_is_not_mcap_is_refused() {
     let mut played = Played::default();
-    let e = read(
-        b"hello",
-        Path::new("x.mcap"),
-        "robot",
-        &opts(None),
-        &mut played,
-    )
-    .unwrap_err();
+    let e = read(b"hello", Path::new("x.mcap"), &opts(None), &mut played).unwrap_err();
     assert!(
         e.to_string().starts_with("x.mcap is not an MCAP file: "),
         "{e}"
